@@ -1,0 +1,265 @@
+//! Parameter resolution: one endpoint + one integrator + one call's state → a [`Request`].
+//! Values come from their sources, pass their `format`, and are placed and encoded here.
+
+use handlebars::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::catalog::{Catalog, Endpoint, Integration, Integrator, Source, SourceKind};
+use crate::model::{BodyFormat, Hook};
+use crate::redact::Redactor;
+use crate::request::{Request, RequestBody};
+use crate::templating::{DOT_SEGMENT_MARK, RenderError, Tpl, encode_url_value, lookup};
+
+/// What a call has gathered so far: extracted results and kept response bodies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallState {
+    #[serde(default)]
+    pub results: Map<String, Value>,
+    #[serde(default)]
+    pub objects: Map<String, Value>,
+}
+
+/// Why a request could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("endpoint '{endpoint}': {what}: {source}")]
+    Render { endpoint: String, what: String, source: RenderError },
+    #[error("endpoint '{endpoint}': parameter '{param}' has no value ({from} is missing)")]
+    MissingValue { endpoint: String, param: String, from: String },
+    #[error("endpoint '{endpoint}': {message}")]
+    Invalid { endpoint: String, message: String },
+}
+
+/// Everything a step's templates can read.
+pub struct Scope<'a> {
+    pub integrator: &'a Integrator,
+    pub integration: &'a Integration,
+    pub hook: Hook,
+    pub call: &'a Value,
+    pub state: &'a CallState,
+    pub token: Option<&'a str>,
+    pub refresh_token: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    /// The template data: see docs/yaml-reference.md, "Variables".
+    pub fn data(&self) -> Value {
+        let mut results = Map::new();
+        for n in &self.integration.result_names {
+            results.insert(n.clone(), Value::Null);
+        }
+        for (k, v) in &self.state.results {
+            results.insert(k.clone(), v.clone());
+        }
+        let i = self.integrator;
+        json!({
+            "base_url": i.base_url,
+            "host": i.host,
+            "integrator": { "id": i.id, "callcenter_id": i.callcenter_id },
+            "fields": i.fields,
+            "options": i.options,
+            "token": self.token,
+            "refresh_token": self.refresh_token.map(str::to_string)
+                .or_else(|| i.fields.get("refresh_token").and_then(Value::as_str).map(str::to_string)),
+            "call": self.call,
+            "results": results,
+            "objects": self.state.objects,
+            "hook": self.hook.as_str(),
+        })
+    }
+
+    /// Secrets to mask in anything printed about this scope.
+    pub fn redactor(&self) -> Redactor {
+        let i = self.integrator;
+        Redactor::new(
+            i.secrets.iter().cloned().chain(self.token.map(str::to_string)).chain(self.refresh_token.map(str::to_string)),
+        )
+    }
+}
+
+/// Builds the request `e` sends in `scope`.
+pub fn resolve(catalog: &Catalog, e: &Endpoint, scope: &Scope) -> Result<Request, ResolveError> {
+    let ts = &catalog.templates;
+    let data = scope.data();
+    let ctx = Context::from(data);
+    let mut secrets: Vec<String> = Vec::new();
+    let render_err = |what: &str, source| ResolveError::Render { endpoint: e.name.clone(), what: what.to_string(), source };
+    let invalid = |message: String| ResolveError::Invalid { endpoint: e.name.clone(), message };
+
+    let mut url = ts.render(&e.url, &ctx).map_err(|s| render_err("url", s))?;
+    for p in &e.path {
+        if let Some(v) = source_value(catalog, e, p, &ctx, scope, &mut secrets)? {
+            url = url.replace(&format!("{{{}}}", p.key), &encode_url_value(&as_text(&v)));
+        }
+    }
+    let redactor = scope.redactor();
+    if url.contains(DOT_SEGMENT_MARK) {
+        return Err(invalid("a path value of '.' or '..' would change the URL path".into()));
+    }
+    let mut url = url::Url::parse(&url)
+        .map_err(|err| invalid(format!("url '{}' is not valid: {err}", redactor.with(secrets.clone()).redact(&url))))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("url scheme '{}' is not http or https", url.scheme())));
+    }
+
+    let mut query: Vec<(String, String)> = Vec::new();
+    for q in &e.query {
+        if let Some(v) = source_value(catalog, e, q, &ctx, scope, &mut secrets)? {
+            query.push((q.key.clone(), as_text(&v)));
+        }
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(&query);
+    }
+
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let set_header = |k: &str, v: String, headers: &mut Vec<(String, String)>| -> Result<(), ResolveError> {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(invalid(format!("'{k}' is not a valid header name")));
+        }
+        if reqwest::header::HeaderValue::from_str(&v).is_err() {
+            return Err(invalid(format!("header '{k}' has a value with characters a header cannot carry (e.g. a newline)")));
+        }
+        headers.retain(|(x, _)| !x.eq_ignore_ascii_case(k));
+        headers.push((k.to_string(), v));
+        Ok(())
+    };
+    for h in &e.headers {
+        if let Some(v) = source_value(catalog, e, h, &ctx, scope, &mut secrets)? {
+            set_header(&h.key, as_text(&v), &mut headers)?;
+        }
+    }
+    for m in &e.md5 {
+        if let Some(v) = source_value(catalog, e, m, &ctx, scope, &mut secrets)? {
+            set_header(&m.key, format!("{:x}", md5::compute(as_text(&v).as_bytes())), &mut headers)?;
+        }
+    }
+
+    let body = if e.body.is_some() || !e.body_params.is_empty() {
+        let mut body = match &e.body {
+            Some(b) => ts.render_body(b, &ctx).map_err(|s| render_err("hardParams.body", s))?,
+            None => Value::Object(Map::new()),
+        };
+        for b in &e.body_params {
+            if let Some(v) = source_value(catalog, e, b, &ctx, scope, &mut secrets)? {
+                set_path(&mut body, &b.key, v).map_err(invalid)?;
+            }
+        }
+        Some(match e.body_format {
+            BodyFormat::Json => {
+                if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                    headers.push(("Content-Type".into(), "application/json".into()));
+                }
+                RequestBody::Json(body)
+            }
+            BodyFormat::Form => {
+                headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+                headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
+                let Value::Object(m) = body else {
+                    return Err(invalid("a form body must be a mapping of keys to values".into()));
+                };
+                RequestBody::Form(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, as_text(&v))).collect())
+            }
+        })
+    } else {
+        None
+    };
+
+    Ok(Request {
+        endpoint: e.name.clone(),
+        method: e.method,
+        url,
+        headers,
+        body,
+        timeout: e.timeout,
+        redactor: redactor.with(secrets),
+    })
+}
+
+/// A source's value after `default`/`optional` and `format`; `None` means "leave it out".
+fn source_value(
+    catalog: &Catalog,
+    e: &Endpoint,
+    s: &Source,
+    ctx: &Context,
+    scope: &Scope,
+    secrets: &mut Vec<String>,
+) -> Result<Option<Value>, ResolveError> {
+    let ts = &catalog.templates;
+    let render_err = |source| ResolveError::Render { endpoint: e.name.clone(), what: format!("parameter '{}'", s.key), source };
+    let (raw, from): (Option<Value>, String) = match &s.kind {
+        SourceKind::Field(f) => (scope.integrator.fields.get(f).cloned(), format!("field '{f}'")),
+        SourceKind::Token => (scope.token.map(|t| Value::String(t.to_string())), "the access token".into()),
+        SourceKind::Call(path) => (lookup(scope.call, path).cloned(), format!("call payload key '{}'", path.join("."))),
+        SourceKind::Result(r) => (scope.state.results.get(r).cloned(), format!("result '{r}'")),
+        SourceKind::Value(t) => (Some(render_tpl(ts, t, ctx).map_err(render_err)?), "value".into()),
+    };
+    let raw = match raw {
+        Some(v) if !v.is_null() && v != Value::String(String::new()) => v,
+        _ => match &s.default {
+            Some(d) => d.clone(),
+            None if s.optional => return Ok(None),
+            None => return Err(ResolveError::MissingValue { endpoint: e.name.clone(), param: s.key.clone(), from }),
+        },
+    };
+    let v = match &s.format {
+        None => raw,
+        Some(f) => {
+            let mut data = ctx.data().clone();
+            if let Value::Object(m) = &mut data {
+                m.insert("value".into(), raw);
+            }
+            render_tpl(ts, f, &Context::from(data)).map_err(render_err)?
+        }
+    };
+    if s.secret {
+        secrets.push(as_text(&v));
+    }
+    Ok(Some(v))
+}
+
+fn render_tpl(ts: &crate::templating::TemplateSet, t: &Tpl, ctx: &Context) -> Result<Value, RenderError> {
+    ts.render_value(t, ctx)
+}
+
+/// A value as text for a header, query or form: strings as-is, others as JSON.
+pub fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Sets `value` at a dotted path in `body`, creating objects on the way.
+fn set_path(body: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let mut cur = body;
+    let segs: Vec<&str> = path.split('.').collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        let Value::Object(m) = cur else {
+            return Err(format!("body parameter '{path}': '{}' is not an object", segs[..i].join(".")));
+        };
+        if last {
+            m.insert((*seg).to_string(), value);
+            return Ok(());
+        }
+        cur = m.entry((*seg).to_string()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_path_nests_and_refuses_scalars() {
+        let mut b = json!({"properties": {"a": 1}, "s": "x"});
+        set_path(&mut b, "properties.b", json!(2)).unwrap();
+        set_path(&mut b, "x.y.z", json!(true)).unwrap();
+        assert_eq!(b, json!({"properties": {"a": 1, "b": 2}, "s": "x", "x": {"y": {"z": true}}}));
+        assert!(set_path(&mut b, "s.t", json!(1)).is_err());
+    }
+}
