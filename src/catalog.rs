@@ -164,7 +164,7 @@ pub struct Integrator {
 
 /// The variables templates may read at the top level.
 pub const ROOT_VARS: &[&str] =
-    &["base_url", "host", "integrator", "fields", "options", "token", "refresh_token", "call", "results", "objects", "hook", "value", "this"];
+    &["time", "base_url", "host", "integrator", "fields", "options", "token", "refresh_token", "call", "results", "objects", "hook", "value", "this"];
 
 impl Catalog {
     /// Loads and validates `root`; every error of the tree is returned at once.
@@ -212,6 +212,7 @@ impl Builder<'_> {
         match JsonPath::parse(&s.value) {
             Ok(p) => Some(p),
             Err(e) => {
+                let e = jsonpath_error(&e);
                 self.err(
                     Diagnostic::new(Pos::new(file, s.referenced), format!("{what} '{}' is not a valid JSONPath: {e}", s.value))
                         .expected("an RFC 9535 JSONPath such as '$.results[0].id'"),
@@ -291,6 +292,16 @@ fn build(root: &Path, tree: Tree, env: &dyn Fn(&str) -> Option<String>, diags: &
     }
 
     Catalog { root: root.to_path_buf(), templates: b.ts, integrations, integrators }
+}
+
+/// The parser's multi-line report, in one line: `at column N: expected …`.
+fn jsonpath_error(e: &str) -> String {
+    let col = e.split("--> ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|lc| lc.split(':').nth(1));
+    let what = e.lines().rev().find_map(|l| l.trim().strip_prefix("= ")).unwrap_or_else(|| e.lines().next().unwrap_or(e));
+    match col {
+        Some(c) => format!("at character {c}: {what}"),
+        None => what.trim().to_string(),
+    }
 }
 
 fn unknown_integration(b: &mut Builder, file: &Path, name: &S<String>, names: &[String]) {
@@ -398,7 +409,8 @@ fn build_endpoints(b: &mut Builder, file: &Path, doc: EndpointsDoc, integration:
             b.err(Diagnostic::new(pos.clone(), "'responseType' is only for Auth endpoints"));
         }
 
-        let url = b.tpl(file, &def.url, Escape::Url, "url");
+        // On a bad url keep checking the rest of the endpoint (the tree is invalid anyway).
+        let url = b.tpl(file, &def.url, Escape::Url, "url").or_else(|| b.ts.compile("", Escape::Url).ok());
         let mut sources = Sources::default();
         // Template parameters with a placement go into every non-Auth call.
         if def.kind != EndpointType::Auth {

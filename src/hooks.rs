@@ -16,12 +16,11 @@ use crate::error::{HookError, crm_message};
 use crate::http::{HttpClient, RetryPolicy};
 use crate::metrics::Metrics;
 use crate::model::Hook;
-use crate::request::RequestView;
+use crate::request::{RequestView, redact_value};
 use crate::resolve::{CallState, Scope, resolve};
 use crate::storage::Storage;
 
-/// Placeholder shown for the token in a dry-run that does not fetch one.
-pub const DRY_RUN_TOKEN: &str = "<access-token>";
+pub use crate::resolve::DRY_RUN_TOKEN;
 
 /// Execute for real, or only show what would be sent.
 #[derive(Debug, Clone, Default)]
@@ -182,8 +181,9 @@ impl Engine {
             None => CallState::default(),
         };
         let mut steps = Vec::new();
+        let mut secrets: Vec<String> = integrator.secrets.clone();
         for e in integration.steps(hook) {
-            let report = self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode).await?;
+            let report = self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await?;
             if execute && report.ran {
                 if let Some(c) = &call_id {
                     self.store.save_call(integrator_id, c, &state)?;
@@ -191,13 +191,23 @@ impl Engine {
             }
             steps.push(report);
         }
+        // What the hook answers is masked like everything else printed: a CRM may echo a
+        // token or key back. The stored call state keeps the real values.
+        let r = crate::redact::Redactor::new(secrets);
+        let mask = |m: Map<String, Value>| match redact_value(&r, &Value::Object(m)) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        for s in &mut steps {
+            s.extracted = mask(std::mem::take(&mut s.extracted));
+        }
         Ok(HookOutcome {
             integrator: integrator_id.to_string(),
             hook,
             call_id,
             steps,
-            results: state.results,
-            objects: state.objects,
+            results: mask(state.results),
+            objects: mask(state.objects),
         })
     }
 
@@ -212,6 +222,7 @@ impl Engine {
         state: &mut CallState,
         e: &Endpoint,
         mode: &Mode,
+        secrets: &mut Vec<String>,
     ) -> Result<StepReport, HookError> {
         let t0 = Instant::now();
         let mut report = StepReport {
@@ -242,6 +253,7 @@ impl Engine {
             (true, Mode::DryRun { auth: false, .. }) => Some(DRY_RUN_TOKEN.to_string()),
             (true, _) => Some(self.tokens.token(catalog, &self.http, integration, integrator, None).await?),
         };
+        secrets.extend(token.iter().filter(|t| t.as_str() != DRY_RUN_TOKEN).cloned());
         let mut req = resolve(catalog, e, &Scope { token: token.as_deref(), ..base })?;
         report.request = Some(req.view());
 
@@ -253,6 +265,7 @@ impl Engine {
                     // The token was refused: get a new one, once, and try again, once.
                     tracing::info!(integrator = %integrator.id, endpoint = %e.name, "401: refreshing the token and retrying once");
                     let fresh = self.tokens.token(catalog, &self.http, integration, integrator, token.as_deref()).await?;
+                    secrets.push(fresh.clone());
                     token = Some(fresh);
                     let scope = Scope { integrator, integration, hook, call, state, token: token.as_deref(), refresh_token: None };
                     req = resolve(catalog, e, &scope)?;

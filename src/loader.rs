@@ -125,6 +125,18 @@ fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
                 .hint_opt(did_you_mean(name, names.iter().map(String::as_str)));
         }
     }
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return Diagnostic::new(pos, format!("duplicate key '{key}'")).hint("a key may appear once per mapping; remove one of them");
+    }
+    let friendly = match msg.as_str() {
+        "expected sequence start" => Some("expected a list here"),
+        "expected mapping start" => Some("expected a mapping (key: value) here"),
+        _ => None,
+    };
+    if let Some(f) = friendly {
+        return Diagnostic::new(pos, f.to_string()).hint("see `callbridge schema` or docs/yaml-reference.md for this key's type");
+    }
     if msg.starts_with("missing field") {
         return Diagnostic::new(pos, msg.replace('`', "'")).hint("add the field; see docs/yaml-reference.md");
     }

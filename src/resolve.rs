@@ -11,6 +11,9 @@ use crate::redact::Redactor;
 use crate::request::{Request, RequestBody};
 use crate::templating::{DOT_SEGMENT_MARK, RenderError, Tpl, encode_url_value, lookup};
 
+/// Placeholder for the token in a dry-run that does not fetch one; shown as-is.
+pub const DRY_RUN_TOKEN: &str = "<access-token>";
+
 /// What a call has gathered so far: extracted results and kept response bodies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallState {
@@ -53,7 +56,13 @@ impl Scope<'_> {
             results.insert(k.clone(), v.clone());
         }
         let i = self.integrator;
+        let now = chrono::Utc::now();
         json!({
+            "time": {
+                "unix": now.timestamp(),
+                "unix_ms": now.timestamp_millis(),
+                "iso": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
             "base_url": i.base_url,
             "host": i.host,
             "integrator": { "id": i.id, "callcenter_id": i.callcenter_id },
@@ -73,7 +82,11 @@ impl Scope<'_> {
     pub fn redactor(&self) -> Redactor {
         let i = self.integrator;
         Redactor::new(
-            i.secrets.iter().cloned().chain(self.token.map(str::to_string)).chain(self.refresh_token.map(str::to_string)),
+            i.secrets
+                .iter()
+                .cloned()
+                .chain(self.token.filter(|t| *t != DRY_RUN_TOKEN).map(str::to_string))
+                .chain(self.refresh_token.map(str::to_string)),
         )
     }
 }
@@ -203,6 +216,7 @@ fn source_value(
             None => return Err(ResolveError::MissingValue { endpoint: e.name.clone(), param: s.key.clone(), from }),
         },
     };
+    let raw_text = as_text(&raw);
     let v = match &s.format {
         None => raw,
         Some(f) => {
@@ -213,8 +227,14 @@ fn source_value(
             render_tpl(ts, f, &Context::from(data)).map_err(render_err)?
         }
     };
-    if s.secret {
-        secrets.push(as_text(&v));
+    if s.secret && raw_text != DRY_RUN_TOKEN {
+        // Mask the secret itself ("Bearer ***"), and the whole value when a format
+        // transformed it beyond recognition (a hash, base64 of "id:secret").
+        let text = as_text(&v);
+        if !text.contains(&raw_text) {
+            secrets.push(text);
+        }
+        secrets.push(raw_text);
     }
     Ok(Some(v))
 }
