@@ -96,10 +96,16 @@ impl TokenManager {
         previous_refresh: Option<String>,
     ) -> Result<StoredToken, HookError> {
         let Some(e) = integration.auth_endpoint() else {
-            return Err(HookError::Auth { integrator: integrator.id.clone(), message: "the integration has no Auth endpoint".into() });
+            return Err(HookError::Auth {
+                integrator: integrator.id.clone(),
+                message: "the integration has no Auth endpoint".into(),
+            });
         };
         let Some(rt) = &e.auth_response else {
-            return Err(HookError::Auth { integrator: integrator.id.clone(), message: "the Auth endpoint has no responseType".into() });
+            return Err(HookError::Auth {
+                integrator: integrator.id.clone(),
+                message: "the Auth endpoint has no responseType".into(),
+            });
         };
         let empty = Value::Null;
         let state = CallState::default();
@@ -120,12 +126,16 @@ impl TokenManager {
             message: t.message,
             attempts: t.attempts,
         })?;
-        let ok = if e.success.status.is_empty() { (200..300).contains(&resp.status) } else { e.success.status.contains(&resp.status) };
+        let ok = e.success.accepts(resp.status, &resp.body);
         let redactor = scope.redactor();
         if !ok {
             return Err(HookError::Auth {
                 integrator: integrator.id.clone(),
-                message: format!("token request answered {}: {}", resp.status, redactor.redact(&crate::error::crm_message(&resp.body, None))),
+                message: format!(
+                    "token request answered {}: {}",
+                    resp.status,
+                    redactor.redact(&crate::error::crm_message(&resp.body, None))
+                ),
             });
         }
         let access = rt.token.first(&resp.body).and_then(|v| v.as_str().map(str::to_string));

@@ -108,7 +108,22 @@ pub struct AuthResponse {
 pub struct SuccessRule {
     pub status: Vec<u16>,
     pub jsonpath: Option<JsonPath>,
+    pub equals: Option<Value>,
     pub message: Option<JsonPath>,
+}
+
+impl SuccessRule {
+    /// Whether a response with `status` and `body` counts as success.
+    pub fn accepts(&self, status: u16, body: &Value) -> bool {
+        let status_ok =
+            if self.status.is_empty() { (200..300).contains(&status) } else { self.status.contains(&status) };
+        let body_ok = match (&self.jsonpath, &self.equals) {
+            (None, _) => true,
+            (Some(p), None) => p.matches(body),
+            (Some(p), Some(want)) => p.first(body) == Some(want),
+        };
+        status_ok && body_ok
+    }
 }
 
 /// One HTTP call, compiled.
@@ -163,8 +178,22 @@ pub struct Integrator {
 }
 
 /// The variables templates may read at the top level.
-pub const ROOT_VARS: &[&str] =
-    &["time", "base_url", "host", "integrator", "fields", "options", "token", "refresh_token", "call", "results", "objects", "hook", "value", "this"];
+pub const ROOT_VARS: &[&str] = &[
+    "time",
+    "base_url",
+    "host",
+    "integrator",
+    "fields",
+    "options",
+    "token",
+    "refresh_token",
+    "call",
+    "results",
+    "objects",
+    "hook",
+    "value",
+    "this",
+];
 
 impl Catalog {
     /// Loads and validates `root`; every error of the tree is returned at once.
@@ -214,8 +243,11 @@ impl Builder<'_> {
             Err(e) => {
                 let e = jsonpath_error(&e);
                 self.err(
-                    Diagnostic::new(Pos::new(file, s.referenced), format!("{what} '{}' is not a valid JSONPath: {e}", s.value))
-                        .expected("an RFC 9535 JSONPath such as '$.results[0].id'"),
+                    Diagnostic::new(
+                        Pos::new(file, s.referenced),
+                        format!("{what} '{}' is not a valid JSONPath: {e}", s.value),
+                    )
+                    .expected("an RFC 9535 JSONPath such as '$.results[0].id'"),
                 );
                 None
             }
@@ -229,8 +261,11 @@ fn build(root: &Path, tree: Tree, env: &dyn Fn(&str) -> Option<String>, diags: &
 
     for Loaded { file, doc } in tree.templates {
         if integrations.contains_key(&doc.name.value) {
-            let d = Diagnostic::new(Pos::new(&file, doc.name.referenced), format!("integration '{}' is defined twice", doc.name.value))
-                .hint("integration names must be unique across templates/");
+            let d = Diagnostic::new(
+                Pos::new(&file, doc.name.referenced),
+                format!("integration '{}' is defined twice", doc.name.value),
+            )
+            .hint("integration names must be unique across templates/");
             b.err(d);
             continue;
         }
@@ -263,8 +298,11 @@ fn build(root: &Path, tree: Tree, env: &dyn Fn(&str) -> Option<String>, diags: &
         };
         if let Some(prev) = seen_endpoint_files.insert(doc.integration.value.clone(), file.clone()) {
             b.err(
-                Diagnostic::new(Pos::new(&file, doc.integration.referenced), format!("integration '{}' already has an endpoints file", doc.integration.value))
-                    .hint(format!("merge it into {}", prev.display())),
+                Diagnostic::new(
+                    Pos::new(&file, doc.integration.referenced),
+                    format!("integration '{}' already has an endpoints file", doc.integration.value),
+                )
+                .hint(format!("merge it into {}", prev.display())),
             );
             continue;
         }
@@ -282,7 +320,10 @@ fn build(root: &Path, tree: Tree, env: &dyn Fn(&str) -> Option<String>, diags: &
             continue;
         };
         if integrators.contains_key(&doc.id.value) {
-            let d = Diagnostic::new(Pos::new(&file, doc.id.referenced), format!("integrator '{}' is defined twice", doc.id.value));
+            let d = Diagnostic::new(
+                Pos::new(&file, doc.id.referenced),
+                format!("integrator '{}' is defined twice", doc.id.value),
+            );
             b.err(d);
             continue;
         }
@@ -297,7 +338,8 @@ fn build(root: &Path, tree: Tree, env: &dyn Fn(&str) -> Option<String>, diags: &
 /// The parser's multi-line report, in one line: `at column N: expected …`.
 fn jsonpath_error(e: &str) -> String {
     let col = e.split("--> ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|lc| lc.split(':').nth(1));
-    let what = e.lines().rev().find_map(|l| l.trim().strip_prefix("= ")).unwrap_or_else(|| e.lines().next().unwrap_or(e));
+    let what =
+        e.lines().rev().find_map(|l| l.trim().strip_prefix("= ")).unwrap_or_else(|| e.lines().next().unwrap_or(e));
     match col {
         Some(c) => format!("at character {c}: {what}"),
         None => what.trim().to_string(),
@@ -316,14 +358,20 @@ fn template_params(b: &mut Builder, file: &Path, doc: &TemplateDoc) -> Vec<Param
     let mut out: Vec<Param> = Vec::new();
     for p in &doc.parameters {
         if out.iter().any(|q| q.name == p.name.value) {
-            b.err(Diagnostic::new(Pos::new(file, p.name.referenced), format!("parameter '{}' is declared twice", p.name.value)));
+            b.err(Diagnostic::new(
+                Pos::new(file, p.name.referenced),
+                format!("parameter '{}' is declared twice", p.name.value),
+            ));
             continue;
         }
         let format = p.format.as_ref().and_then(|f| b.tpl(file, f, Escape::Plain, "format"));
         if p.placement.is_some() && p.key.is_none() && p.placement == Some(Placement::Md5) {
             b.err(
-                Diagnostic::new(Pos::new(file, p.name.referenced), format!("md5 parameter '{}' needs a 'key'", p.name.value))
-                    .expected("the header that receives the hash, e.g. key: X-Signature"),
+                Diagnostic::new(
+                    Pos::new(file, p.name.referenced),
+                    format!("md5 parameter '{}' needs a 'key'", p.name.value),
+                )
+                .expected("the header that receives the hash, e.g. key: X-Signature"),
             );
         }
         out.push(Param {
@@ -382,13 +430,19 @@ fn build_endpoints(b: &mut Builder, file: &Path, doc: EndpointsDoc, integration:
         };
         if def.kind == EndpointType::Auth {
             if integration.auth.is_some() {
-                b.err(Diagnostic::new(pos.clone(), "a second Auth endpoint").hint("an integration has at most one Auth endpoint"));
+                b.err(
+                    Diagnostic::new(pos.clone(), "a second Auth endpoint")
+                        .hint("an integration has at most one Auth endpoint"),
+                );
             } else {
                 integration.auth = Some(integration.endpoints.len());
             }
         }
         if def.kind == EndpointType::SendSms && integration.kind != IntegrationType::Sms {
-            b.err(Diagnostic::new(pos.clone(), "a SendSMS endpoint in a CRM integration").hint("set 'type: SMS' in the template, or use PostData"));
+            b.err(
+                Diagnostic::new(pos.clone(), "a SendSMS endpoint in a CRM integration")
+                    .hint("set 'type: SMS' in the template, or use PostData"),
+            );
         }
         let auth_response = (def.kind == EndpointType::Auth).then(|| {
             let rt = def.response_type.as_ref();
@@ -398,11 +452,14 @@ fn build_endpoints(b: &mut Builder, file: &Path, doc: EndpointsDoc, integration:
             };
             let token = get(b, rt.and_then(|r| r.token.as_ref()), "$.access_token", "responseType.token");
             let expires_in = get(b, rt.and_then(|r| r.expires_in.as_ref()), "$.expires_in", "responseType.expiresIn");
-            let refresh_token = get(b, rt.and_then(|r| r.refresh_token.as_ref()), "$.refresh_token", "responseType.refreshToken");
+            let refresh_token =
+                get(b, rt.and_then(|r| r.refresh_token.as_ref()), "$.refresh_token", "responseType.refreshToken");
             (token, expires_in, refresh_token)
         });
         let auth_response = match auth_response {
-            Some((Some(token), Some(expires_in), Some(refresh_token))) => Some(AuthResponse { token, expires_in, refresh_token }),
+            Some((Some(token), Some(expires_in), Some(refresh_token))) => {
+                Some(AuthResponse { token, expires_in, refresh_token })
+            }
             _ => None,
         };
         if def.response_type.is_some() && def.kind != EndpointType::Auth {
@@ -428,11 +485,16 @@ fn build_endpoints(b: &mut Builder, file: &Path, doc: EndpointsDoc, integration:
             }
         }
         let hp = &def.hard_params;
-        for (placement, map) in
-            [(Placement::Header, &hp.header), (Placement::Query, &hp.query), (Placement::Path, &hp.path), (Placement::Md5, &hp.md5)]
-        {
+        for (placement, map) in [
+            (Placement::Header, &hp.header),
+            (Placement::Query, &hp.query),
+            (Placement::Path, &hp.path),
+            (Placement::Md5, &hp.md5),
+        ] {
             for (k, v) in map {
-                if let Some(t) = b.tpl(file, v, Escape::Plain, &format!("hardParams.{placement:?} '{k}'").to_lowercase()) {
+                if let Some(t) =
+                    b.tpl(file, v, Escape::Plain, &format!("hardParams.{placement:?} '{k}'").to_lowercase())
+                {
                     let s = Source {
                         key: k.clone(),
                         kind: SourceKind::Value(t),
@@ -462,7 +524,9 @@ fn build_endpoints(b: &mut Builder, file: &Path, doc: EndpointsDoc, integration:
             }
         }
         if def.kind == EndpointType::Auth && def.method == Method::Get && (body.is_some() || !sources.body.is_empty()) {
-            b.err(Diagnostic::new(pos.clone(), "a GET request has no body").hint("use query parameters, or method POST"));
+            b.err(
+                Diagnostic::new(pos.clone(), "a GET request has no body").hint("use query parameters, or method POST"),
+            );
         }
         let mut extract = Vec::new();
         for (name, path) in &def.extract {
@@ -482,9 +546,10 @@ fn build_endpoints(b: &mut Builder, file: &Path, doc: EndpointsDoc, integration:
             Some(s) => SuccessRule {
                 status: s.status.clone(),
                 jsonpath: s.jsonpath.as_ref().and_then(|p| b.path(file, p, "success.jsonpath")),
+                equals: s.equals.clone(),
                 message: s.message.as_ref().and_then(|p| b.path(file, p, "success.message")),
             },
-            None => SuccessRule { status: vec![], jsonpath: None, message: None },
+            None => SuccessRule { status: vec![], jsonpath: None, equals: None, message: None },
         };
         let Some(url) = url else { continue };
         integration.endpoints.push(Endpoint {
@@ -535,7 +600,9 @@ impl Sources {
             Placement::Body => &mut self.body,
         };
         // A later definition of the same key replaces an earlier one (endpoint over template).
-        let key_eq = |a: &str, b: &str| if p == Placement::Header || p == Placement::Md5 { a.eq_ignore_ascii_case(b) } else { a == b };
+        let key_eq = |a: &str, b: &str| {
+            if p == Placement::Header || p == Placement::Md5 { a.eq_ignore_ascii_case(b) } else { a == b }
+        };
         v.retain(|x| !key_eq(&x.key, &s.key));
         v.push(s);
     }
@@ -561,8 +628,11 @@ fn endpoint_param(b: &mut Builder, file: &Path, p: &EndpointParameter) -> Option
     }
     if kinds.len() != 1 {
         b.err(
-            Diagnostic::new(pos, format!("parameter '{}' needs exactly one source, found {}", p.name.value, kinds.len()))
-                .expected("one of 'field', 'token: true', 'call', 'result', 'value'"),
+            Diagnostic::new(
+                pos,
+                format!("parameter '{}' needs exactly one source, found {}", p.name.value, kinds.len()),
+            )
+            .expected("one of 'field', 'token: true', 'call', 'result', 'value'"),
         );
         return None;
     }
@@ -589,10 +659,10 @@ fn endpoint_param(b: &mut Builder, file: &Path, p: &EndpointParameter) -> Option
 fn check_integration(b: &mut Builder, integration: &mut Integration) {
     let file = integration.file.clone();
     let params: Vec<String> = integration.params.iter().map(|p| p.name.clone()).collect();
-    let secret_fields: HashSet<String> = integration.params.iter().filter(|p| p.secret).map(|p| p.name.clone()).collect();
+    let secret_fields: HashSet<String> =
+        integration.params.iter().filter(|p| p.secret).map(|p| p.name.clone()).collect();
     let results = integration.result_names.clone();
-    let options: Vec<String> =
-        integration.info.list_options.iter().flatten().map(|o| o.name.clone()).collect();
+    let options: Vec<String> = integration.info.list_options.iter().flatten().map(|o| o.name.clone()).collect();
     let has_auth = integration.auth.is_some();
     let endpoint_names: Vec<String> = integration.endpoints.iter().map(|e| e.name.clone()).collect();
 
@@ -605,17 +675,24 @@ fn check_integration(b: &mut Builder, integration: &mut Integration) {
                 objects.push(df.object_name.clone());
             }
             Some(_) => b.err(
-                Diagnostic::new(Pos::new(&file, df.endpoint.referenced), format!("dataFunction endpoint '{}' is not triggered by getDataIframe", df.endpoint.value))
-                    .hint("dataFunction lists the calls made at call start; set its trigger to getDataIframe"),
+                Diagnostic::new(
+                    Pos::new(&file, df.endpoint.referenced),
+                    format!("dataFunction endpoint '{}' is not triggered by getDataIframe", df.endpoint.value),
+                )
+                .hint("dataFunction lists the calls made at call start; set its trigger to getDataIframe"),
             ),
             None => b.err(
-                Diagnostic::new(Pos::new(&file, df.endpoint.referenced), format!("unknown endpoint '{}'", df.endpoint.value))
-                    .expected(one_of(endpoint_names.iter().map(String::as_str)))
-                    .hint_opt(did_you_mean(&df.endpoint.value, endpoint_names.iter().map(String::as_str))),
+                Diagnostic::new(
+                    Pos::new(&file, df.endpoint.referenced),
+                    format!("unknown endpoint '{}'", df.endpoint.value),
+                )
+                .expected(one_of(endpoint_names.iter().map(String::as_str)))
+                .hint_opt(did_you_mean(&df.endpoint.value, endpoint_names.iter().map(String::as_str))),
             ),
         }
     }
-    let ctx = RefCheck { params: &params, results: &results, options: &options, has_auth, secret_fields: &secret_fields };
+    let ctx =
+        RefCheck { params: &params, results: &results, options: &options, has_auth, secret_fields: &secret_fields };
 
     for p in &integration.params {
         if let Some(f) = &p.format {
@@ -646,17 +723,23 @@ fn check_integration(b: &mut Builder, integration: &mut Integration) {
         if let Some(w) = &e.when {
             check_tpl(w, "when", &e.when_pos, &mut problems);
         }
-        for s in e.headers.iter_mut().chain(&mut e.query).chain(&mut e.path).chain(&mut e.md5).chain(&mut e.body_params) {
+        for s in e.headers.iter_mut().chain(&mut e.query).chain(&mut e.path).chain(&mut e.md5).chain(&mut e.body_params)
+        {
             let what = format!("parameter '{}'", s.key);
             let at = s.pos.clone();
             match &s.kind {
                 SourceKind::Field(f) => {
                     if !params.contains(f) {
-                        problems.push((at.clone(), format!(
-                            "{what}: unknown field '{f}' (expected {}){}",
-                            one_of(params.iter().map(String::as_str)),
-                            did_you_mean(f, params.iter().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default()
-                        )));
+                        problems.push((
+                            at.clone(),
+                            format!(
+                                "{what}: unknown field '{f}' (expected {}){}",
+                                one_of(params.iter().map(String::as_str)),
+                                did_you_mean(f, params.iter().map(String::as_str))
+                                    .map(|h| format!("; {h}"))
+                                    .unwrap_or_default()
+                            ),
+                        ));
                     }
                     s.secret |= secret_fields.contains(f);
                 }
@@ -664,19 +747,28 @@ fn check_integration(b: &mut Builder, integration: &mut Integration) {
                     uses_token = true;
                     s.secret = true;
                     if !has_auth {
-                        problems.push((at.clone(), format!("{what}: uses the token but the integration has no Auth endpoint")));
+                        problems.push((
+                            at.clone(),
+                            format!("{what}: uses the token but the integration has no Auth endpoint"),
+                        ));
                     }
                     if is_auth {
-                        problems.push((at.clone(), format!("{what}: an Auth endpoint cannot use the token it obtains")));
+                        problems
+                            .push((at.clone(), format!("{what}: an Auth endpoint cannot use the token it obtains")));
                     }
                 }
                 SourceKind::Result(r) => {
                     if !results.contains(r) {
-                        problems.push((at.clone(), format!(
-                            "{what}: no endpoint extracts '{r}' (expected {}){}",
-                            one_of(results.iter().map(String::as_str)),
-                            did_you_mean(r, results.iter().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default()
-                        )));
+                        problems.push((
+                            at.clone(),
+                            format!(
+                                "{what}: no endpoint extracts '{r}' (expected {}){}",
+                                one_of(results.iter().map(String::as_str)),
+                                did_you_mean(r, results.iter().map(String::as_str))
+                                    .map(|h| format!("; {h}"))
+                                    .unwrap_or_default()
+                            ),
+                        ));
                     }
                 }
                 SourceKind::Value(t) => {
@@ -700,7 +792,10 @@ fn check_integration(b: &mut Builder, integration: &mut Integration) {
         }
         for p in &e.path {
             if !placeholders.contains(&p.key) {
-                problems.push((p.pos.clone(), format!("path parameter '{}' has no '{{{}}}' placeholder in the url", p.key, p.key)));
+                problems.push((
+                    p.pos.clone(),
+                    format!("path parameter '{}' has no '{{{}}}' placeholder in the url", p.key, p.key),
+                ));
             }
         }
         e.uses_token = uses_token;
@@ -827,9 +922,12 @@ fn build_integrator(
     for (name, v) in &doc.fields {
         let Some(param) = integration.param(name) else {
             b.err(
-                Diagnostic::new(Pos::new(file, v.referenced), format!("unknown field '{name}' for integration '{}'", integration.name))
-                    .expected(one_of(param_names.iter().copied()))
-                    .hint_opt(did_you_mean(name, param_names.iter().copied())),
+                Diagnostic::new(
+                    Pos::new(file, v.referenced),
+                    format!("unknown field '{name}' for integration '{}'", integration.name),
+                )
+                .expected(one_of(param_names.iter().copied()))
+                .hint_opt(did_you_mean(name, param_names.iter().copied())),
             );
             ok = false;
             continue;
@@ -846,7 +944,10 @@ fn build_integrator(
                 fields.insert(name.clone(), value);
             }
             Err(msg) => {
-                b.err(Diagnostic::new(Pos::new(file, v.referenced), format!("field '{name}': {msg}")).hint("export the variable, or give the field a 'default'"));
+                b.err(
+                    Diagnostic::new(Pos::new(file, v.referenced), format!("field '{name}': {msg}"))
+                        .hint("export the variable, or give the field a 'default'"),
+                );
                 ok = false;
             }
         }
@@ -861,8 +962,14 @@ fn build_integrator(
             }
             None if p.required => {
                 b.err(
-                    Diagnostic::new(Pos::new(file, doc.id.referenced), format!("missing field '{}' required by integration '{}'", p.name, integration.name))
-                        .hint(format!("add it under 'fields:'{}", p.description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())),
+                    Diagnostic::new(
+                        Pos::new(file, doc.id.referenced),
+                        format!("missing field '{}' required by integration '{}'", p.name, integration.name),
+                    )
+                    .hint(format!(
+                        "add it under 'fields:'{}",
+                        p.description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    )),
                 );
                 ok = false;
             }

@@ -1,5 +1,5 @@
-//! The command line: validate, list, schema, dry-run, run. A thin caller of the engine;
-//! `anyhow` is used only here, at the binary's edge.
+//! The command line: validate, list, schema, dry-run, run, serve, deliveries. A thin caller of
+//! the engine; `anyhow` is used only here, at the binary's edge.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +67,13 @@ pub enum Command {
     DryRun(DryRunArgs),
     /// Run a hook for real and print each request's status and the result.
     Run(RunArgs),
+    /// Serve the hook API for the callbox (see docs/server.md).
+    Serve(crate::server::ServeArgs),
+    /// Inspect and replay the delivery outbox (write hooks accepted by `serve`).
+    Deliveries {
+        #[command(subcommand)]
+        command: crate::server::admin::DeliveriesCmd,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -109,7 +116,8 @@ pub struct RunArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, "warn");
+    let level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    init_logging(cli.log_format, level);
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -122,7 +130,8 @@ pub fn main() -> ExitCode {
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides `default`.
 pub fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => b.json().try_init(),
@@ -139,7 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }),
         Command::Schema { kind, out } => schema(kind.as_deref(), out.as_deref()),
         Command::DryRun(a) => with_catalog(&cli, |cat| run_hook_cmd(&cli, cat, &a.hook, dry_mode(a)?, a.curl, None)),
-        Command::Run(a) => with_catalog(&cli, |cat| run_hook_cmd(&cli, cat, &a.hook, Mode::Execute, false, a.host.as_deref())),
+        Command::Run(a) => {
+            with_catalog(&cli, |cat| run_hook_cmd(&cli, cat, &a.hook, Mode::Execute, false, a.host.as_deref()))
+        }
+        Command::Serve(a) => Ok(crate::server::run(&cli.config, &cli.state, a.clone())),
+        Command::Deliveries { command } => Ok(crate::server::admin::run(command, &cli.config, &cli.state, cli.output)),
     }
 }
 
@@ -239,11 +252,11 @@ fn list(cat: Catalog, output: Output) {
 
 fn schema(kind: Option<&str>, out: Option<&Path>) -> anyhow::Result<i32> {
     use crate::schema::{KINDS, schema_of};
-    if let Some(k) = kind {
-        if !KINDS.contains(&k) {
-            eprintln!("error: unknown kind '{k}'\n  expected: one of {}", KINDS.join(", "));
-            return Ok(exit::INVALID);
-        }
+    if let Some(k) = kind
+        && !KINDS.contains(&k)
+    {
+        eprintln!("error: unknown kind '{k}'\n  expected: one of {}", KINDS.join(", "));
+        return Ok(exit::INVALID);
     }
     let kinds: Vec<&str> = kind.map(|k| vec![k]).unwrap_or_else(|| KINDS.to_vec());
     match out {
@@ -257,7 +270,8 @@ fn schema(kind: Option<&str>, out: Option<&Path>) -> anyhow::Result<i32> {
         }
         None if kinds.len() == 1 => println!("{}", serde_json::to_string_pretty(&schema_of(kinds[0]))?),
         None => {
-            let all: Map<String, Value> = kinds.iter().map(|k| (k.to_string(), schema_of(k).unwrap_or(Value::Null))).collect();
+            let all: Map<String, Value> =
+                kinds.iter().map(|k| (k.to_string(), schema_of(k).unwrap_or(Value::Null))).collect();
             println!("{}", serde_json::to_string_pretty(&all)?);
         }
     }
@@ -270,7 +284,8 @@ fn read_json(p: &Path) -> anyhow::Result<Value> {
     } else {
         std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
     };
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}:{}: invalid JSON: {e}", p.display(), e.line(), e.column()))
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}:{}:{}: invalid JSON: {e}", p.display(), e.line(), e.column()))
 }
 
 /// Replaces an integrator's scheme and host (`run --host`).
@@ -309,7 +324,14 @@ fn clone_integrator(i: &crate::catalog::Integrator) -> crate::catalog::Integrato
     }
 }
 
-fn run_hook_cmd(cli: &Cli, mut cat: Catalog, a: &HookArgs, mode: Mode, curl: bool, host: Option<&str>) -> anyhow::Result<i32> {
+fn run_hook_cmd(
+    cli: &Cli,
+    mut cat: Catalog,
+    a: &HookArgs,
+    mode: Mode,
+    curl: bool,
+    host: Option<&str>,
+) -> anyhow::Result<i32> {
     let Some(hook) = Hook::parse(&a.hook) else {
         let all = Hook::ALL.map(Hook::as_str);
         eprintln!(
@@ -326,7 +348,9 @@ fn run_hook_cmd(cli: &Cli, mut cat: Catalog, a: &HookArgs, mode: Mode, curl: boo
             "error: unknown integrator '{}'\n  expected: {}{}",
             a.integrator,
             crate::diagnostics::one_of(ids.iter().copied()),
-            crate::diagnostics::did_you_mean(&a.integrator, ids.iter().copied()).map(|h| format!("\n  hint: {h}")).unwrap_or_default()
+            crate::diagnostics::did_you_mean(&a.integrator, ids.iter().copied())
+                .map(|h| format!("\n  hint: {h}"))
+                .unwrap_or_default()
         );
         return Ok(exit::INVALID);
     }
@@ -345,7 +369,8 @@ fn run_hook_cmd(cli: &Cli, mut cat: Catalog, a: &HookArgs, mode: Mode, curl: boo
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let dry = matches!(mode, Mode::DryRun { .. });
     let result = rt.block_on(engine.run_hook(&cat, &a.integrator, hook, &call, &mode));
-    let redactor = cat.integrator(&a.integrator).map(|i| crate::redact::Redactor::new(i.secrets.clone())).unwrap_or_default();
+    let redactor =
+        cat.integrator(&a.integrator).map(|i| crate::redact::Redactor::new(i.secrets.clone())).unwrap_or_default();
     match result {
         Ok(outcome) => {
             print_outcome(&outcome, cli.output, dry, curl, &redactor);
@@ -398,7 +423,11 @@ fn print_outcome(o: &HookOutcome, output: Output, dry: bool, curl: bool, r: &cra
                 s.status.map(|c| c.to_string()).unwrap_or_default(),
                 s.attempts,
                 s.duration_ms,
-                if s.extracted.is_empty() { String::new() } else { format!("  {}", Value::Object(s.extracted.clone())) }
+                if s.extracted.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", Value::Object(s.extracted.clone()))
+                }
             );
         }
     }

@@ -147,12 +147,9 @@ mod tests {
 
     #[test]
     fn display_has_position_expected_and_hint() {
-        let d = Diagnostic::new(
-            Pos { file: "a.yaml".into(), line: 3, column: 5 },
-            "unknown field 'hots'",
-        )
-        .expected("one of 'host'")
-        .hint("did you mean 'host'?");
+        let d = Diagnostic::new(Pos { file: "a.yaml".into(), line: 3, column: 5 }, "unknown field 'hots'")
+            .expected("one of 'host'")
+            .hint("did you mean 'host'?");
         assert_eq!(
             d.to_string(),
             "a.yaml:3:5: error: unknown field 'hots'\n  expected: one of 'host'\n  hint: did you mean 'host'?"

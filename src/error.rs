@@ -56,7 +56,10 @@ impl HookError {
     /// The CLI's exit code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            HookError::UnknownIntegrator(_) | HookError::NoSteps { .. } | HookError::BadCall(_) | HookError::Resolve(_) => exit::INVALID,
+            HookError::UnknownIntegrator(_)
+            | HookError::NoSteps { .. }
+            | HookError::BadCall(_)
+            | HookError::Resolve(_) => exit::INVALID,
             HookError::Crm { .. } | HookError::Transport { .. } | HookError::Auth { .. } => exit::CRM,
             HookError::Storage(_) => exit::INTERNAL,
         }
@@ -93,11 +96,13 @@ pub fn crm_message(body: &Value, rule: Option<&JsonPath>) -> String {
     if let Some(v) = rule.and_then(|r| r.first(body)) {
         return text(v);
     }
-    for p in [&["message"][..], &["error_description"], &["error", "message"], &["error"], &["errors", "0", "message"]] {
-        if let Some(v) = crate::templating::lookup(body, p) {
-            if !v.is_null() && !v.is_object() {
-                return text(v);
-            }
+    for p in [&["message"][..], &["error_description"], &["error", "message"], &["error"], &["errors", "0", "message"]]
+    {
+        if let Some(v) = crate::templating::lookup(body, p)
+            && !v.is_null()
+            && !v.is_object()
+        {
+            return text(v);
         }
     }
     let s = text(body);

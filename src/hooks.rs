@@ -68,8 +68,11 @@ pub struct Engine {
     pub tokens: TokenManager,
     pub store: Arc<dyn Storage>,
     pub metrics: Arc<Metrics>,
-    call_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    call_locks: Mutex<HashMap<CallKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// (integrator id, call id).
+type CallKey = (String, String);
 
 /// The call id of a payload (`call_id`, or `callId`).
 pub fn call_id_of(call: &Value) -> Option<String> {
@@ -86,10 +89,10 @@ pub fn check_call(hook: Hook, call: &Value) -> Result<Option<String>, HookError>
     let Value::Object(m) = call else {
         return Err(HookError::BadCall("the call payload must be a JSON object".into()));
     };
-    if let Some(v) = m.get("call_id").or_else(|| m.get("callId")) {
-        if !(v.is_string() || v.is_u64() || v.is_i64()) || v.as_str() == Some("") {
-            return Err(HookError::BadCall("'call_id' must be a non-empty string".into()));
-        }
+    if let Some(v) = m.get("call_id").or_else(|| m.get("callId"))
+        && (!(v.is_string() || v.is_u64() || v.is_i64()) || v.as_str() == Some(""))
+    {
+        return Err(HookError::BadCall("'call_id' must be a non-empty string".into()));
     }
     let id = call_id_of(call);
     if id.is_none() && hook.needs_call_id() {
@@ -146,7 +149,10 @@ impl Engine {
                 Ok(_) => "ok",
                 Err(e) => e.kind(),
             };
-            self.metrics.inc("callbridge_hooks_total", &[("integrator", integrator_id), ("hook", hook.as_str()), ("outcome", outcome)]);
+            self.metrics.inc(
+                "callbridge_hooks_total",
+                &[("integrator", integrator_id), ("hook", hook.as_str()), ("outcome", outcome)],
+            );
             self.metrics.observe("callbridge_hook_seconds", &[("hook", hook.as_str())], started.elapsed());
         }
         out
@@ -160,7 +166,8 @@ impl Engine {
         call: &Value,
         mode: &Mode,
     ) -> Result<HookOutcome, HookError> {
-        let integrator = catalog.integrator(integrator_id).ok_or_else(|| HookError::UnknownIntegrator(integrator_id.to_string()))?;
+        let integrator =
+            catalog.integrator(integrator_id).ok_or_else(|| HookError::UnknownIntegrator(integrator_id.to_string()))?;
         let integration = catalog
             .integrations
             .get(&integrator.integration)
@@ -183,11 +190,13 @@ impl Engine {
         let mut steps = Vec::new();
         let mut secrets: Vec<String> = integrator.secrets.clone();
         for e in integration.steps(hook) {
-            let report = self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await?;
-            if execute && report.ran {
-                if let Some(c) = &call_id {
-                    self.store.save_call(integrator_id, c, &state)?;
-                }
+            let report =
+                self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await?;
+            if execute
+                && report.ran
+                && let Some(c) = &call_id
+            {
+                self.store.save_call(integrator_id, c, &state)?;
             }
             steps.push(report);
         }
@@ -264,10 +273,19 @@ impl Engine {
                 if resp.status == 401 && e.uses_token {
                     // The token was refused: get a new one, once, and try again, once.
                     tracing::info!(integrator = %integrator.id, endpoint = %e.name, "401: refreshing the token and retrying once");
-                    let fresh = self.tokens.token(catalog, &self.http, integration, integrator, token.as_deref()).await?;
+                    let fresh =
+                        self.tokens.token(catalog, &self.http, integration, integrator, token.as_deref()).await?;
                     secrets.push(fresh.clone());
                     token = Some(fresh);
-                    let scope = Scope { integrator, integration, hook, call, state, token: token.as_deref(), refresh_token: None };
+                    let scope = Scope {
+                        integrator,
+                        integration,
+                        hook,
+                        call,
+                        state,
+                        token: token.as_deref(),
+                        refresh_token: None,
+                    };
                     req = resolve(catalog, e, &scope)?;
                     report.request = Some(req.view());
                     let again = self.send(e, &req, integrator).await?;
@@ -275,13 +293,15 @@ impl Engine {
                 }
                 report.status = Some(resp.status);
                 report.attempts = resp.attempts;
-                let ok_status =
-                    if e.success.status.is_empty() { (200..300).contains(&resp.status) } else { e.success.status.contains(&resp.status) };
-                let ok_body = e.success.jsonpath.as_ref().is_none_or(|p| p.matches(&resp.body));
-                if !(ok_status && ok_body) {
+                if !e.success.accepts(resp.status, &resp.body) {
                     let message = req.redactor.redact(&crm_message(&resp.body, e.success.message.as_ref()));
                     tracing::warn!(integrator = %integrator.id, endpoint = %e.name, status = resp.status, %message, "CRM refused");
-                    return Err(HookError::Crm { endpoint: e.name.clone(), status: resp.status, message, attempts: resp.attempts });
+                    return Err(HookError::Crm {
+                        endpoint: e.name.clone(),
+                        status: resp.status,
+                        message,
+                        attempts: resp.attempts,
+                    });
                 }
                 Some(resp.body)
             }
@@ -301,7 +321,12 @@ impl Engine {
         Ok(report)
     }
 
-    async fn send(&self, e: &Endpoint, req: &crate::request::Request, integrator: &Integrator) -> Result<crate::http::Response, HookError> {
+    async fn send(
+        &self,
+        e: &Endpoint,
+        req: &crate::request::Request,
+        integrator: &Integrator,
+    ) -> Result<crate::http::Response, HookError> {
         tracing::debug!(integrator = %integrator.id, endpoint = %e.name, method = req.method.as_str(), url = %req.redacted_url(), "sending");
         self.http.send(req, &integrator.id).await.map_err(|t| HookError::Transport {
             endpoint: e.name.clone(),

@@ -63,6 +63,8 @@ impl HttpClient {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(256)
+            // Some servers (and the sandbox's router) match header names case-sensitively.
+            .http1_title_case_headers()
             .user_agent(concat!("callbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
@@ -83,7 +85,11 @@ impl HttpClient {
             attempts += 1;
             let t0 = Instant::now();
             let outcome = self.send_once(req).await;
-            self.metrics.observe("callbridge_crm_request_seconds", &[("integrator", integrator), ("endpoint", &req.endpoint)], t0.elapsed());
+            self.metrics.observe(
+                "callbridge_crm_request_seconds",
+                &[("integrator", integrator), ("endpoint", &req.endpoint)],
+                t0.elapsed(),
+            );
             let retry_after = match &outcome {
                 Ok((status, _, ra)) if *status == 429 || *status >= 500 => Some(*ra),
                 Ok(_) => None,
@@ -102,7 +108,10 @@ impl HttpClient {
                     return Err(TransportError { message: req.redactor.redact(&e), attempts });
                 }
                 (_, Some(delay)) => {
-                    self.metrics.inc("callbridge_crm_retries_total", &[("integrator", integrator), ("endpoint", &req.endpoint)]);
+                    self.metrics.inc(
+                        "callbridge_crm_retries_total",
+                        &[("integrator", integrator), ("endpoint", &req.endpoint)],
+                    );
                     tracing::debug!(endpoint = %req.endpoint, attempt = attempts, delay_ms = delay.as_millis() as u64, "retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -131,7 +140,8 @@ impl HttpClient {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         Ok((status, body, retry_after))
     }

@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod iframe;
 pub mod jsonpath;
 pub mod loader;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod redact;
 pub mod request;
 pub mod resolve;
 pub mod schema;
+pub mod server;
 pub mod storage;
 pub mod templating;
 

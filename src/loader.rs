@@ -113,13 +113,13 @@ fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         if let Some((name, tail)) = rest.split_once('`') {
             let list = tail.trim_start_matches(',').trim().trim_start_matches("expected").trim();
             let list = list.strip_prefix("one of").unwrap_or(list).trim();
-            let names: Vec<String> =
-                list.split(", ").map(|n| n.trim_matches(|c| c == '`' || c == '\'' || c == ' ').to_string()).filter(|n| !n.is_empty()).collect();
-            let expected = if names.is_empty() {
-                "no fields here".to_string()
-            } else {
-                one_of(names.iter().map(String::as_str))
-            };
+            let names: Vec<String> = list
+                .split(", ")
+                .map(|n| n.trim_matches(|c| c == '`' || c == '\'' || c == ' ').to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            let expected =
+                if names.is_empty() { "no fields here".to_string() } else { one_of(names.iter().map(String::as_str)) };
             return Diagnostic::new(pos, format!("unknown {what} '{name}'"))
                 .expected(expected)
                 .hint_opt(did_you_mean(name, names.iter().map(String::as_str)));
@@ -127,7 +127,8 @@ fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
     }
     if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
         let key = rest.split(',').next().unwrap_or(rest).trim();
-        return Diagnostic::new(pos, format!("duplicate key '{key}'")).hint("a key may appear once per mapping; remove one of them");
+        return Diagnostic::new(pos, format!("duplicate key '{key}'"))
+            .hint("a key may appear once per mapping; remove one of them");
     }
     let friendly = match msg.as_str() {
         "expected sequence start" => Some("expected a list here"),
@@ -135,7 +136,8 @@ fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         _ => None,
     };
     if let Some(f) = friendly {
-        return Diagnostic::new(pos, f.to_string()).hint("see `callbridge schema` or docs/yaml-reference.md for this key's type");
+        return Diagnostic::new(pos, f.to_string())
+            .hint("see `callbridge schema` or docs/yaml-reference.md for this key's type");
     }
     if msg.starts_with("missing field") {
         return Diagnostic::new(pos, msg.replace('`', "'")).hint("add the field; see docs/yaml-reference.md");

@@ -122,7 +122,10 @@ mod tests {
         m.inc("callbridge_hooks_total", &[("integrator", "a"), ("hook", "saveLogCRM"), ("outcome", "ok")]);
         m.observe("callbridge_crm_request_seconds", &[("integrator", "a")], Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("callbridge_hooks_total{integrator=\"a\",hook=\"saveLogCRM\",outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("callbridge_hooks_total{integrator=\"a\",hook=\"saveLogCRM\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("callbridge_crm_request_seconds_bucket{integrator=\"a\",le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("callbridge_crm_request_seconds_bucket{integrator=\"a\",le=\"0.001\"} 0"), "{text}");
     }

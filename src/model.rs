@@ -482,10 +482,14 @@ pub struct SuccessRule {
     /// Accepted status codes (default: any 2xx).
     #[serde(default)]
     pub status: Vec<u16>,
-    /// A JSONPath that must match something in the body (e.g. `$[?@.success == true]`).
+    /// A JSONPath that must match something in the body (e.g. `$.data[?@.status == 'success']`,
+    /// or `$.success` with `equals: true`).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub jsonpath: Option<S<String>>,
+    /// With `jsonpath`: the first match must equal this value.
+    #[serde(default)]
+    pub equals: Option<Value>,
     /// JSONPath of the CRM's error message, quoted in the failure.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

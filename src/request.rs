@@ -93,7 +93,9 @@ impl Request {
 
 impl RequestView {
     fn is_form(&self) -> bool {
-        self.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/x-www-form-urlencoded"))
+        self.headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/x-www-form-urlencoded"))
     }
 
     fn body_text(&self, pretty: bool) -> Option<String> {

@@ -97,7 +97,8 @@ pub fn resolve(catalog: &Catalog, e: &Endpoint, scope: &Scope) -> Result<Request
     let data = scope.data();
     let ctx = Context::from(data);
     let mut secrets: Vec<String> = Vec::new();
-    let render_err = |what: &str, source| ResolveError::Render { endpoint: e.name.clone(), what: what.to_string(), source };
+    let render_err =
+        |what: &str, source| ResolveError::Render { endpoint: e.name.clone(), what: what.to_string(), source };
     let invalid = |message: String| ResolveError::Invalid { endpoint: e.name.clone(), message };
 
     let mut url = ts.render(&e.url, &ctx).map_err(|s| render_err("url", s))?;
@@ -132,7 +133,9 @@ pub fn resolve(catalog: &Catalog, e: &Endpoint, scope: &Scope) -> Result<Request
             return Err(invalid(format!("'{k}' is not a valid header name")));
         }
         if reqwest::header::HeaderValue::from_str(&v).is_err() {
-            return Err(invalid(format!("header '{k}' has a value with characters a header cannot carry (e.g. a newline)")));
+            return Err(invalid(format!(
+                "header '{k}' has a value with characters a header cannot carry (e.g. a newline)"
+            )));
         }
         headers.retain(|(x, _)| !x.eq_ignore_ascii_case(k));
         headers.push((k.to_string(), v));
@@ -200,7 +203,8 @@ fn source_value(
     secrets: &mut Vec<String>,
 ) -> Result<Option<Value>, ResolveError> {
     let ts = &catalog.templates;
-    let render_err = |source| ResolveError::Render { endpoint: e.name.clone(), what: format!("parameter '{}'", s.key), source };
+    let render_err =
+        |source| ResolveError::Render { endpoint: e.name.clone(), what: format!("parameter '{}'", s.key), source };
     let (raw, from): (Option<Value>, String) = match &s.kind {
         SourceKind::Field(f) => (scope.integrator.fields.get(f).cloned(), format!("field '{f}'")),
         SourceKind::Token => (scope.token.map(|t| Value::String(t.to_string())), "the access token".into()),

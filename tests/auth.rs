@@ -40,8 +40,12 @@ async fn token_is_requested_once_and_reused() {
     let toks = token_requests(&crm).await;
     assert_eq!(toks.len(), 1);
     let form = String::from_utf8(toks[0].body.clone()).unwrap();
-    assert!(form.contains("grant_type=client_credentials") && form.contains("client_secret=secret-XYZ-987654"), "{form}");
-    let data: Vec<_> = crm.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/contacts").collect();
+    assert!(
+        form.contains("grant_type=client_credentials") && form.contains("client_secret=secret-XYZ-987654"),
+        "{form}"
+    );
+    let data: Vec<_> =
+        crm.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/contacts").collect();
     assert_eq!(data.len(), 5);
     assert!(data.iter().all(|r| r.headers.get("authorization").unwrap() == "Bearer tok-1"));
 }
@@ -82,13 +86,17 @@ async fn a_401_refreshes_the_token_once_and_retries_once() {
     // The first token is refused, the second accepted.
     Mock::given(method("POST"))
         .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "old-token", "expires_in": 3600})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"access_token": "old-token", "expires_in": 3600})),
+        )
         .up_to_n_times(1)
         .mount(&crm)
         .await;
     Mock::given(method("POST"))
         .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "new-token", "expires_in": 3600})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"access_token": "new-token", "expires_in": 3600})),
+        )
         .mount(&crm)
         .await;
     Mock::given(method("GET"))
@@ -105,7 +113,13 @@ async fn a_401_refreshes_the_token_once_and_retries_once() {
         .await;
     let tree = acme_tree(&host_of(&crm));
     let out = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::GetDataIframe, &json!({"call_id": "1", "phone": "+1"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::GetDataIframe,
+            &json!({"call_id": "1", "phone": "+1"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap();
     assert_eq!(out.results["contact_id"], json!("c-1"));
@@ -119,7 +133,13 @@ async fn a_401_after_refresh_fails_without_looping() {
     Mock::given(method("GET")).and(path("/contacts")).respond_with(ResponseTemplate::new(401)).mount(&crm).await;
     let tree = acme_tree(&host_of(&crm));
     let err = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::GetDataIframe, &json!({"call_id": "1", "phone": "+1"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::GetDataIframe,
+            &json!({"call_id": "1", "phone": "+1"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
@@ -151,7 +171,10 @@ async fn refresh_without_a_new_refresh_token_keeps_the_old_one_and_the_cache_per
     let crm = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "a1", "expires_in": 1, "refresh_token": "r2"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "a1", "expires_in": 1, "refresh_token": "r2"})),
+        )
         .up_to_n_times(1)
         .mount(&crm)
         .await;
@@ -160,10 +183,17 @@ async fn refresh_without_a_new_refresh_token_keeps_the_old_one_and_the_cache_per
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "a2", "expires_in": 3600})))
         .mount(&crm)
         .await;
-    Mock::given(method("GET")).and(path("/find")).respond_with(ResponseTemplate::new(200).set_body_json(json!({}))).mount(&crm).await;
+    Mock::given(method("GET"))
+        .and(path("/find"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&crm)
+        .await;
     let tree = Tree::new(
         &[
-            ("templates/z.yaml", "name: z\ntype: CRM\nparameters:\n  - { name: client_id }\n  - { name: refresh_token, secret: true }\n"),
+            (
+                "templates/z.yaml",
+                "name: z\ntype: CRM\nparameters:\n  - { name: client_id }\n  - { name: refresh_token, secret: true }\n",
+            ),
             ("endpoints/z.yaml", REFRESH_ENDPOINTS),
             (
                 "integrators/z.yaml",
@@ -198,6 +228,7 @@ async fn refresh_without_a_new_refresh_token_keeps_the_old_one_and_the_cache_per
     let t = callbridge::storage::Storage::load_token(&stored, "z1").unwrap().unwrap();
     assert_eq!(t.access_token, "a2");
     assert_eq!(t.refresh_token.as_deref(), Some("r2"), "the old refresh token is kept");
-    let finds: Vec<_> = crm.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/find").collect();
+    let finds: Vec<_> =
+        crm.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/find").collect();
     assert_eq!(finds.last().unwrap().headers.get("authorization").unwrap(), "Zoho-oauthtoken a2");
 }

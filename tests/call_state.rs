@@ -103,7 +103,13 @@ async fn getdataiframe_keeps_the_body_under_its_object_name() {
         .await;
     let tree = acme_tree(&host_of(&crm));
     let out = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::GetDataIframe, &json!({"call_id": "x", "phone": "+1"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::GetDataIframe,
+            &json!({"call_id": "x", "phone": "+1"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap();
     assert_eq!(out.results["contact_id"], json!("c-5"));

@@ -19,7 +19,11 @@ fn dry_run(tree: &Tree, args: &[&str]) -> (i32, String, String) {
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn call_file(tree: &Tree, name: &str, json: &str) -> String {
@@ -32,8 +36,10 @@ fn call_file(tree: &Tree, name: &str, json: &str) -> String {
 fn dry_run_prints_redacted_http_and_chains_examples() {
     // Port 9 (discard): if anything were sent, it would fail.
     let tree = acme_tree("127.0.0.1:9");
-    let call = call_file(&tree, "call.json", r#"{"call_id": "c-1", "phone": "+84901234567", "duration": 65, "notes": "x"}"#);
-    let (code, stdout, stderr) = dry_run(&tree, &["--integrator", "acme-1", "--hook", "getDataIframe", "--call", &call]);
+    let call =
+        call_file(&tree, "call.json", r#"{"call_id": "c-1", "phone": "+84901234567", "duration": 65, "notes": "x"}"#);
+    let (code, stdout, stderr) =
+        dry_run(&tree, &["--integrator", "acme-1", "--hook", "getDataIframe", "--call", &call]);
     assert_eq!(code, 0, "{stderr}");
     insta::assert_snapshot!("dry_run_getdataiframe_http", stdout);
     for secret in ["key-SECRET-123456", "secret-XYZ-987654"] {
@@ -45,7 +51,8 @@ fn dry_run_prints_redacted_http_and_chains_examples() {
 fn dry_run_curl_output() {
     let tree = acme_tree("127.0.0.1:9");
     let call = call_file(&tree, "call.json", r#"{"call_id": "c-1", "phone": "+84901234567", "direction": "inbound"}"#);
-    let (code, stdout, _) = dry_run(&tree, &["--integrator", "acme-1", "--hook", "savePreLogCRM", "--call", &call, "--curl"]);
+    let (code, stdout, _) =
+        dry_run(&tree, &["--integrator", "acme-1", "--hook", "savePreLogCRM", "--call", &call, "--curl"]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("dry_run_saveprelog_curl", stdout);
 }
@@ -57,7 +64,18 @@ fn responses_file_overrides_examples_for_chaining() {
     let resp = call_file(&tree, "resp.json", r#"{"find_contact": {"results": [{"id": "from-file"}]}}"#);
     let (code, stdout, _) = dry_run(
         &tree,
-        &["--integrator", "acme-1", "--hook", "getDataIframe", "--call", &call, "--responses", &resp, "--output", "json"],
+        &[
+            "--integrator",
+            "acme-1",
+            "--hook",
+            "getDataIframe",
+            "--call",
+            &call,
+            "--responses",
+            &resp,
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();

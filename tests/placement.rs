@@ -5,7 +5,7 @@ mod common;
 use callbridge::{Hook, Mode};
 use common::*;
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TEMPLATE: &str = r#"
@@ -49,7 +49,10 @@ fields: { api_key: the-api-key-1234, tenant: "t 1", secret: shh-secret-99, accou
 
 async fn setup() -> (MockServer, Tree) {
     let crm = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "n1"}))).mount(&crm).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "n1"})))
+        .mount(&crm)
+        .await;
     let tree = Tree::new(
         &[("templates/p.yaml", TEMPLATE), ("endpoints/p.yaml", ENDPOINTS), ("integrators/p.yaml", INTEGRATOR)],
         &host_of(&crm),
@@ -113,7 +116,8 @@ async fn a_missing_call_value_names_the_parameter_and_endpoint() {
 async fn a_newline_in_a_header_value_is_an_error_not_an_injection() {
     let (crm, tree) = setup().await;
     let cat = tree.catalog();
-    let call = json!({"call_id": "c1", "ts": "1", "note_id": "n", "sms": {"text": "x"}, "agent": {"name": "L\r\nX-Evil: 1"}});
+    let call =
+        json!({"call_id": "c1", "ts": "1", "note_id": "n", "sms": {"text": "x"}, "agent": {"name": "L\r\nX-Evil: 1"}});
     let err = engine().run_hook(&cat, "place-1", Hook::CreateSmsNote, &call, &Mode::Execute).await.unwrap_err();
     assert!(err.to_string().contains("X-Agent"), "{err}");
     assert!(crm.received_requests().await.unwrap().is_empty());

@@ -37,7 +37,13 @@ async fn a_5xx_is_retried_until_it_succeeds() {
         .mount(&crm)
         .await;
     let out = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::SavePreLogCrm, &json!({"call_id": "1", "phone": "+1", "direction": "inbound"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::SavePreLogCrm,
+            &json!({"call_id": "1", "phone": "+1", "direction": "inbound"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap();
     assert_eq!(out.steps[0].attempts, 3);
@@ -63,7 +69,13 @@ async fn a_429_waits_for_retry_after() {
     let cat = tree.catalog();
     let t0 = Instant::now();
     let out = eng
-        .run_hook(&cat, "acme-1", Hook::SavePreLogCrm, &json!({"call_id": "1", "phone": "+1", "direction": "inbound"}), &Mode::Execute)
+        .run_hook(
+            &cat,
+            "acme-1",
+            Hook::SavePreLogCrm,
+            &json!({"call_id": "1", "phone": "+1", "direction": "inbound"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(190), "the test policy caps Retry-After at max_delay (200 ms)");
@@ -80,7 +92,13 @@ async fn the_final_error_names_endpoint_status_and_crm_message() {
         .mount(&crm)
         .await;
     let err = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::SavePreLogCrm, &json!({"call_id": "1", "phone": "+1", "direction": "inbound"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::SavePreLogCrm,
+            &json!({"call_id": "1", "phone": "+1", "direction": "inbound"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -98,7 +116,13 @@ async fn a_4xx_is_not_retried_and_a_200_with_an_error_body_fails() {
         .mount(&crm)
         .await;
     let err = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::SavePreLogCrm, &json!({"call_id": "1", "phone": "x", "direction": "inbound"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::SavePreLogCrm,
+            &json!({"call_id": "1", "phone": "x", "direction": "inbound"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("phone is invalid"), "{err}");
@@ -111,7 +135,13 @@ async fn a_connection_error_is_retried_then_reported() {
     let tree = acme_tree("127.0.0.1:1");
     let t0 = Instant::now();
     let err = engine()
-        .run_hook(&tree.catalog(), "acme-1", Hook::GetDataIframe, &json!({"call_id": "1", "phone": "+1"}), &Mode::Execute)
+        .run_hook(
+            &tree.catalog(),
+            "acme-1",
+            Hook::GetDataIframe,
+            &json!({"call_id": "1", "phone": "+1"}),
+            &Mode::Execute,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("connect"), "{err}");

@@ -27,7 +27,11 @@ async fn run_cli(tree: &Tree, hook: &str, call: serde_json::Value) -> (i32, Stri
             .env("RUST_LOG", "trace")
             .output()
             .unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
     })
     .await
     .unwrap()
@@ -64,11 +68,15 @@ async fn crm_errors_that_echo_a_secret_are_masked() {
     mount_token(&crm, "tok-very-secret-777", 3600).await;
     Mock::given(method("POST"))
         .and(path("/calls"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"message": "bad key key-SECRET-123456 with tok-very-secret-777"})))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"message": "bad key key-SECRET-123456 with tok-very-secret-777"})),
+        )
         .mount(&crm)
         .await;
     let tree = acme_tree(&host_of(&crm));
-    let (code, stdout, stderr) = run_cli(&tree, "savePreLogCRM", json!({"call_id": "1", "phone": "+1", "direction": "inbound"})).await;
+    let (code, stdout, stderr) =
+        run_cli(&tree, "savePreLogCRM", json!({"call_id": "1", "phone": "+1", "direction": "inbound"})).await;
     assert_eq!(code, 3, "a CRM failure exits 3: {stdout}{stderr}");
     assert!(stderr.contains("bad key ***"), "{stderr}");
     assert_clean(&stdout);

@@ -32,7 +32,11 @@ fn append(file: &Path, text: &str) -> usize {
 
 fn validate(dir: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_callbridge")).arg("validate").arg(dir).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -70,15 +74,15 @@ fn every_error_of_a_broken_tree_is_reported_with_its_position() {
     let l_ep = append(
         &ep,
         concat!(
-            "  - name: broken_one\n",                                      // +0
-            "    type: PostData\n",                                        // +1
-            "    method: POST\n",                                          // +2
-            "    url: \"{{base_url}/crm\"\n",                              // +3
-            "    trigger: saveLogCrm\n",                                   // +4
-            "    extract: { a: \"$.results[\" }\n",                        // +5
-            "    parameters:\n",                                           // +6
-            "      - { name: id, in: body, result: contact_idd }\n",       // +7
-            "      - { name: k, in: header, field: client_secrte }\n",     // +8
+            "  - name: broken_one\n",                                             // +0
+            "    type: PostData\n",                                               // +1
+            "    method: POST\n",                                                 // +2
+            "    url: \"{{base_url}/crm\"\n",                                     // +3
+            "    trigger: saveLogCrm\n",                                          // +4
+            "    extract: { a: \"$.results[\" }\n",                               // +5
+            "    parameters:\n",                                                  // +6
+            "      - { name: id, in: body, result: contact_idd }\n",              // +7
+            "      - { name: k, in: header, field: client_secrte }\n",            // +8
             "      - { name: q, in: query, value: \"{{fields.portal_idd}}\" }\n", // +9
         ),
     );
@@ -141,7 +145,17 @@ fn a_missing_environment_variable_is_named_not_its_value() {
     copy_shipped(tmp.path());
     let f = tmp.path().join("integrators/sandbox-hubspot.yaml");
     let text = std::fs::read_to_string(&f).unwrap();
-    let text = text.lines().map(|l| if l.trim_start().starts_with("client_secret:") { "  client_secret: { env: CB_TEST_UNSET_SECRET }" } else { l }).collect::<Vec<_>>().join("\n");
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("client_secret:") {
+                "  client_secret: { env: CB_TEST_UNSET_SECRET }"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(&f, text).unwrap();
     let (code, _, stderr) = validate(tmp.path());
     assert_eq!(code, 2);

@@ -184,7 +184,8 @@ impl Storage for SqliteStorage {
                 "SELECT * FROM deliveries WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR integrator = ?2)
                  ORDER BY seq DESC LIMIT ?3",
             )?;
-            let rows = st.query_map(params![status.map(DeliveryStatus::as_str), integrator, limit as i64], delivery_from_row)?;
+            let rows =
+                st.query_map(params![status.map(DeliveryStatus::as_str), integrator, limit as i64], delivery_from_row)?;
             rows.collect()
         })
     }
@@ -212,7 +213,9 @@ impl Storage for SqliteStorage {
     }
 
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM deliveries WHERE status = ?1", params![status.as_str()], |r| r.get(0)))
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM deliveries WHERE status = ?1", params![status.as_str()], |r| r.get(0))
+        })
     }
 }
 

@@ -10,8 +10,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::format::StrftimeItems;
 use chrono::{DateTime, SecondsFormat, Utc};
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, JsonValue as Json, PathAndJson, RenderContext,
-    RenderError, RenderErrorReason, ScopedJson,
+    Context, Handlebars, Helper, HelperDef, JsonValue as Json, PathAndJson, RenderContext, RenderError,
+    RenderErrorReason, ScopedJson,
 };
 use hmac::{Hmac, Mac};
 use phonenumber::{Mode, PhoneNumber, country};
@@ -50,21 +50,16 @@ const DEFAULT_REGION: country::Id = country::Id::VN;
 /// optional keys with `{{#if key}}`, which tolerates missing keys.
 pub fn register(reg: &mut Handlebars<'static>) {
     const ANY: usize = usize::MAX;
-    let helpers: [(&'static str, usize, usize, HelperFn); 19] = [
-        ("md5", 1, 1, |a| {
-            Ok(format!("{:x}", md5::compute(a.bytes(0)?)).into())
-        }),
-        ("sha256", 1, 1, |a| {
-            Ok(hex(&Sha256::digest(a.bytes(0)?)).into())
-        }),
+    let helpers: [(&'static str, usize, usize, HelperFn); 20] = [
+        ("md5", 1, 1, |a| Ok(format!("{:x}", md5::compute(a.bytes(0)?)).into())),
+        ("sha256", 1, 1, |a| Ok(hex(&Sha256::digest(a.bytes(0)?)).into())),
         ("hmac_sha256", 2, 2, hmac_sha256),
         ("base64", 1, 1, |a| Ok(BASE64.encode(a.bytes(0)?).into())),
         ("json", 1, 1, |a| Ok(a.get(0)?.to_string().into())),
         ("now", 0, 1, |a| format_time(a, Utc::now(), 0)),
         ("date", 1, 2, date),
-        ("uuid", 0, 0, |_| {
-            Ok(uuid::Uuid::new_v4().to_string().into())
-        }),
+        ("duration", 1, 2, duration),
+        ("uuid", 0, 0, |_| Ok(uuid::Uuid::new_v4().to_string().into())),
         ("default", 2, 2, default),
         ("phone_e164", 1, 2, |a| format_phone(a, Mode::E164)),
         ("phone_national", 1, 2, |a| format_phone(a, Mode::National)),
@@ -78,12 +73,7 @@ pub fn register(reg: &mut Handlebars<'static>) {
         ("trim", 1, 1, |a| Ok(a.text(0)?.trim().into())),
     ];
     for (name, min, max, func) in helpers {
-        let helper = ValueHelper {
-            name,
-            min,
-            max,
-            func,
-        };
+        let helper = ValueHelper { name, min, max, func };
         reg.register_helper(name, Box::new(helper));
     }
 }
@@ -163,9 +153,7 @@ impl Args<'_, '_> {
 
     /// String form of param `i` when the template passed one.
     fn opt_text(&self, i: usize) -> Result<Option<Cow<'_, str>>, RenderError> {
-        (i < self.h.params().len())
-            .then(|| self.text(i))
-            .transpose()
+        (i < self.h.params().len()).then(|| self.text(i)).transpose()
     }
 
     /// Hash param `key`, which must be a string when given.
@@ -180,21 +168,39 @@ impl Args<'_, '_> {
     }
 }
 
+/// `duration SECONDS [FMT]`: `hh:mm:ss` (default), `mm:ss` (minutes may exceed 59, so an
+/// hour-long call is `75:00`), `hh:mm`, or `ms` (milliseconds).
+fn duration(a: &Args) -> HelperOut {
+    let v = a.get(0)?;
+    let secs = v
+        .as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| a.err(format_args!("expected a non-negative number of seconds, got {v}")))?;
+    let total = secs.round() as u64;
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    let fmt = a.opt_text(1)?;
+    Ok(match fmt.as_deref().unwrap_or("hh:mm:ss") {
+        "hh:mm:ss" => format!("{h:02}:{m:02}:{s:02}").into(),
+        "mm:ss" => format!("{:02}:{s:02}", total / 60).into(),
+        "hh:mm" => format!("{h:02}:{m:02}").into(),
+        "ms" => Json::from((secs * 1000.0).round() as u64),
+        other => return Err(a.err(format_args!("format must be hh:mm:ss, mm:ss, hh:mm or ms, got {other:?}"))),
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hmac_sha256(a: &Args) -> HelperOut {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&a.bytes(0)?)
-        .map_err(|e| a.err(format_args!("invalid key: {e}")))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&a.bytes(0)?).map_err(|e| a.err(format_args!("invalid key: {e}")))?;
     mac.update(&a.bytes(1)?);
     let tag = mac.finalize().into_bytes();
     match a.hash_str("encoding")?.unwrap_or("hex") {
         "hex" => Ok(hex(&tag).into()),
         "base64" => Ok(BASE64.encode(tag).into()),
-        other => Err(a.err(format_args!(
-            "encoding must be hex or base64, got {other:?}"
-        ))),
+        other => Err(a.err(format_args!("encoding must be hex or base64, got {other:?}"))),
     }
 }
 
@@ -204,9 +210,7 @@ fn date(a: &Args) -> HelperOut {
         Json::Number(n) => n.as_f64().and_then(from_unix),
         Json::String(s) => match s.trim().parse::<f64>() {
             Ok(v) => from_unix(v),
-            Err(_) => DateTime::parse_from_rfc3339(s.trim())
-                .ok()
-                .map(|t| t.to_utc()),
+            Err(_) => DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.to_utc()),
         },
         _ => None,
     };
@@ -218,11 +222,7 @@ fn date(a: &Args) -> HelperOut {
 fn from_unix(v: f64) -> Option<DateTime<Utc>> {
     let ms = if v > 1e11 { v } else { v * 1000.0 };
     // The bound rejects NaN and infinities and keeps the cast in range.
-    if ms.abs() < 1e17 {
-        DateTime::from_timestamp_millis(ms.round() as i64)
-    } else {
-        None
-    }
+    if ms.abs() < 1e17 { DateTime::from_timestamp_millis(ms.round() as i64) } else { None }
 }
 
 /// Formats `t` as the format given in param `fmt_param` (default `iso`).
@@ -316,10 +316,7 @@ fn number(a: &Args, i: usize) -> Result<Num, RenderError> {
         Json::Number(n) => n.as_i64().map(Num::Int).or(n.as_f64().map(Num::Float)),
         Json::String(s) => {
             let s = s.trim();
-            s.parse()
-                .map(Num::Int)
-                .or_else(|_| s.parse().map(Num::Float))
-                .ok()
+            s.parse().map(Num::Int).or_else(|_| s.parse().map(Num::Float)).ok()
         }
         _ => None,
     };
@@ -430,16 +427,24 @@ mod tests {
     }
 
     #[test]
+    fn duration() {
+        check(&[
+            ("{{duration 125}}", "00:02:05"),
+            ("{{duration 4500 'mm:ss'}}", "75:00"),
+            ("{{duration 3725 'hh:mm'}}", "01:02"),
+            ("{{duration '2.5' 'ms'}}", "2500"),
+        ]);
+        fails(&[("{{duration name}}", "duration"), ("{{duration 5 'x'}}", "duration")]);
+    }
+
+    #[test]
     fn date() {
         check(&[
             ("{{date 1700000000}}", "2023-11-14T22:13:20Z"),
             (r#"{{date 1700000000123 "unix_ms"}}"#, "1700000000123"),
             (r#"{{date 1700000000123 "unix"}}"#, "1700000000"),
             (r#"{{date "1700000000" "unix"}}"#, "1700000000"),
-            (
-                r#"{{date "2023-11-15T05:13:20+07:00" "%d %H:%M"}}"#,
-                "14 22:13",
-            ),
+            (r#"{{date "2023-11-15T05:13:20+07:00" "%d %H:%M"}}"#, "14 22:13"),
         ]);
     }
 
@@ -523,20 +528,13 @@ mod tests {
 
     #[test]
     fn lower_upper_trim() {
-        check(&[
-            (r#"{{lower "ÂbC"}}"#, "âbc"),
-            (r#"{{upper "âbc"}}"#, "ÂBC"),
-            (r#"{{trim "  x y  "}}"#, "x y"),
-        ]);
+        check(&[(r#"{{lower "ÂbC"}}"#, "âbc"), (r#"{{upper "âbc"}}"#, "ÂBC"), (r#"{{trim "  x y  "}}"#, "x y")]);
     }
 
     #[test]
     fn bad_input_is_an_error_naming_the_helper() {
         fails(&[
-            (
-                r#"{{hmac_sha256 "k" "m" encoding="x"}}"#,
-                "hmac_sha256: encoding",
-            ),
+            (r#"{{hmac_sha256 "k" "m" encoding="x"}}"#, "hmac_sha256: encoding"),
             (r#"{{now "%Q%"}}"#, "now: invalid strftime pattern"),
             (r#"{{date 0 "%Q%"}}"#, "date: invalid strftime pattern"),
             ("{{date nil}}", "date: cannot read a date from null"),
@@ -545,10 +543,7 @@ mod tests {
             ("{{default nope 1}}", "default: `nope` does not exist"),
             (r#"{{phone_e164 "not a phone"}}"#, "phone_e164: cannot"),
             (r#"{{phone_national "  2 22#:"}}"#, "phone_national: cannot"),
-            (
-                r#"{{phone_e164 "0901" "XX"}}"#,
-                "phone_e164: unknown region",
-            ),
+            (r#"{{phone_e164 "0901" "XX"}}"#, "phone_e164: unknown region"),
             (r#"{{phone_last "123" -1}}"#, "phone_last: n must be"),
             (r#"{{mul "abc" 2}}"#, "mul: parameter 1 is not a number"),
             ("{{mul 2 flag}}", "mul: parameter 2 is not a number"),

@@ -95,13 +95,8 @@ fn registry(strict: bool) -> Handlebars<'static> {
 
 /// Characters left as-is when a value is rendered into a URL: RFC 3986 unreserved plus ':' and
 /// '@' (so `{{host}}` with a port stays readable). Everything else is percent-encoded.
-const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b':')
-    .remove(b'@');
+const URL_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':').remove(b'@');
 
 /// Percent-encodes one URL path segment or query value.
 pub fn encode_url_value(v: &str) -> String {
@@ -142,21 +137,24 @@ impl TemplateSet {
         if !source.contains("{{") {
             return Ok(Tpl { source: source.to_string(), escape, id: None, single: None, refs: vec![], base: None });
         }
-        if escape == Escape::Url && source.starts_with("{{") && !source.starts_with("{{#") && !source.starts_with("{{{") {
-            if let Some(end) = source.find("}}") {
-                let (head, rest) = source.split_at(end + 2);
-                let head = self.compile(head, Escape::Plain)?;
-                let rest = self.compile(rest, Escape::Url)?;
-                let refs = head.refs.iter().chain(&rest.refs).cloned().collect();
-                return Ok(Tpl {
-                    source: source.to_string(),
-                    escape,
-                    id: None,
-                    single: None,
-                    refs,
-                    base: Some(Box::new((head, rest))),
-                });
-            }
+        if escape == Escape::Url
+            && source.starts_with("{{")
+            && !source.starts_with("{{#")
+            && !source.starts_with("{{{")
+            && let Some(end) = source.find("}}")
+        {
+            let (head, rest) = source.split_at(end + 2);
+            let head = self.compile(head, Escape::Plain)?;
+            let rest = self.compile(rest, Escape::Url)?;
+            let refs = head.refs.iter().chain(&rest.refs).cloned().collect();
+            return Ok(Tpl {
+                source: source.to_string(),
+                escape,
+                id: None,
+                single: None,
+                refs,
+                base: Some(Box::new((head, rest))),
+            });
         }
         let template = Template::compile(source).map_err(|e| template_error(&e))?;
         let mut refs = Vec::new();
@@ -187,8 +185,11 @@ impl TemplateSet {
         if e.is_empty() || e.contains("{{") || e.contains("}}") {
             return Err("a condition is an expression without braces, e.g. 'not results.call_id'".into());
         }
-        let wrapped =
-            if e.contains(char::is_whitespace) { format!("{{{{#if ({e})}}}}1{{{{/if}}}}") } else { format!("{{{{#if {e}}}}}1{{{{/if}}}}") };
+        let wrapped = if e.contains(char::is_whitespace) {
+            format!("{{{{#if ({e})}}}}1{{{{/if}}}}")
+        } else {
+            format!("{{{{#if {e}}}}}1{{{{/if}}}}")
+        };
         let mut t = self.compile(&wrapped, Escape::Condition)?;
         t.source = e.to_string();
         Ok(t)
@@ -247,7 +248,9 @@ impl TemplateSet {
         Ok(match b {
             Body::Const(v) => v.clone(),
             Body::Leaf(t) => self.render_value(t, ctx)?,
-            Body::Array(items) => Value::Array(items.iter().map(|i| self.render_body(i, ctx)).collect::<Result<_, _>>()?),
+            Body::Array(items) => {
+                Value::Array(items.iter().map(|i| self.render_body(i, ctx)).collect::<Result<_, _>>()?)
+            }
             Body::Object(fields) => {
                 let mut m = Map::with_capacity(fields.len());
                 for (k, v) in fields {
@@ -334,12 +337,13 @@ fn collect_refs(elements: &[TemplateElement], out: &mut Vec<Vec<String>>) {
                     Parameter::Name(n) => Some(n.as_str()),
                     _ => None,
                 };
-                if h.params.is_empty() && h.hash.is_empty() && !h.block {
-                    if let Parameter::Name(n) = &h.name {
-                        if !ZERO_ARG_HELPERS.contains(&n.as_str()) {
-                            out.push(vec![n.clone()]);
-                        }
-                    }
+                if h.params.is_empty()
+                    && h.hash.is_empty()
+                    && !h.block
+                    && let Parameter::Name(n) = &h.name
+                    && !ZERO_ARG_HELPERS.contains(&n.as_str())
+                {
+                    out.push(vec![n.clone()]);
                 }
                 param_refs(&h.name, out);
                 h.params.iter().for_each(|p| param_refs(p, out));
@@ -445,7 +449,9 @@ mod tests {
     #[test]
     fn refs_are_collected() {
         let mut ts = TemplateSet::new();
-        let t = ts.compile("{{md5 (concat fields.secret call.phone)}} {{#if results.x}}{{token}}{{/if}}", Escape::Plain).unwrap();
+        let t = ts
+            .compile("{{md5 (concat fields.secret call.phone)}} {{#if results.x}}{{token}}{{/if}}", Escape::Plain)
+            .unwrap();
         let refs: Vec<String> = t.refs().iter().map(|r| r.join(".")).collect();
         for want in ["fields.secret", "call.phone", "results.x", "token"] {
             assert!(refs.contains(&want.to_string()), "{want} not in {refs:?}");

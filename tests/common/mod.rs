@@ -59,10 +59,7 @@ pub fn quick_retries() -> RetryPolicy {
 
 /// An engine over in-memory storage.
 pub fn engine() -> Engine {
-    Engine::new(
-        Arc::new(SqliteStorage::in_memory().unwrap()),
-        quick_retries(),
-    )
+    Engine::new(Arc::new(SqliteStorage::in_memory().unwrap()), quick_retries())
 }
 
 /// An engine over a SQLite file (to share state between "runs").
