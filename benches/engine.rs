@@ -20,7 +20,7 @@ fn write_tree(dir: &Path, integrators: usize) {
             0 => "\"{{call.phone}}\"".to_string(),
             1 => format!("\"{{{{call.agent.name}}}} #{i}\""),
             2 => "\"{{call.duration}}\"".to_string(),
-            _ => "\"{{phone_e164 call.phone}}\"".to_string(),
+            _ => "\"{{call.notes}} ({{call.direction}})\"".to_string(),
         };
         body.push_str(&format!("        f{i}: {v}\n"));
     }
@@ -57,7 +57,7 @@ fn resolve_one(c: &mut Criterion) {
     let integrator = cat.integrator("tenant-00000").unwrap().clone();
     let integration = &cat.integrations["bench"];
     let e = integration.endpoints.iter().find(|e| e.name == "log_call").unwrap();
-    let call = json!({"call_id": "c-1", "phone": "+84901234567", "duration": 125,
+    let call = json!({"call_id": "c-1", "phone": "+84901234567", "duration": 125, "direction": "inbound",
                       "agent": {"name": "Lan Nguyen"}, "notes": "a note"});
     let state = CallState::default();
     c.bench_function("resolve_endpoint_20_field_body_md5", |b| {
@@ -81,7 +81,7 @@ fn jsonpath_50kb(c: &mut Criterion) {
         .map(|i| {
             json!({"id": format!("{i}"), "properties": {"firstname": "Ann", "lastname": format!("Le {i}"),
                    "email": format!("ann{i}@example.com"), "phone": "+84901234567", "company": "Acme Trading Co",
-                   "notes": "x".repeat(200)}})
+                   "notes": "x".repeat(260)}})
         })
         .collect();
     let body = json!({"total": 120, "results": results, "paging": {"next": {"after": "120"}}});
@@ -108,5 +108,13 @@ fn load_integrators(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, resolve_one, jsonpath_50kb, load_integrators);
+/// Phone formatting (libphonenumber metadata) is the most expensive helper; measured apart.
+fn phone_helper(c: &mut Criterion) {
+    let mut ts = callbridge::templating::TemplateSet::new();
+    let t = ts.compile("{{phone_e164 call.phone}}", callbridge::templating::Escape::Plain).unwrap();
+    let ctx = handlebars::Context::from(json!({"call": {"phone": "0901234567"}}));
+    c.bench_function("helper_phone_e164", |b| b.iter(|| black_box(ts.render(&t, &ctx).unwrap())));
+}
+
+criterion_group!(benches, resolve_one, jsonpath_50kb, load_integrators, phone_helper);
 criterion_main!(benches);

@@ -297,7 +297,7 @@ fn override_host(cat: &mut Catalog, id: &str, base: &str) -> anyhow::Result<()> 
         None => host.to_string(),
     };
     if let Some(i) = cat.integrators.get(id) {
-        let mut i = crate::catalog::Integrator { ..clone_integrator(i) };
+        let mut i = crate::catalog::Integrator::clone(i);
         i.base_url = format!("{}://{host}", url.scheme());
         i.host = host;
         cat.integrators.insert(id.to_string(), Arc::new(i));
@@ -305,24 +305,6 @@ fn override_host(cat: &mut Catalog, id: &str, base: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn clone_integrator(i: &crate::catalog::Integrator) -> crate::catalog::Integrator {
-    crate::catalog::Integrator {
-        id: i.id.clone(),
-        integration: i.integration.clone(),
-        callcenter_id: i.callcenter_id.clone(),
-        host: i.host.clone(),
-        base_url: i.base_url.clone(),
-        description: i.description.clone(),
-        info: i.info.clone(),
-        iframe: i.iframe.clone(),
-        fields: i.fields.clone(),
-        options: i.options.clone(),
-        api_keys: i.api_keys.clone(),
-        allowed_origins: i.allowed_origins.clone(),
-        secrets: i.secrets.clone(),
-        file: i.file.clone(),
-    }
-}
 
 fn run_hook_cmd(
     cli: &Cli,

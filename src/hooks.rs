@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use handlebars::Context;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -246,8 +245,8 @@ impl Engine {
         };
         let base = Scope { integrator, integration, hook, call, state, token: None, refresh_token: None };
         if let Some(w) = &e.when {
-            let ctx = Context::from(base.data());
-            let run = catalog.templates.truthy(w, &ctx).map_err(|source| crate::resolve::ResolveError::Render {
+            let vars = base.vars();
+            let run = catalog.templates.truthy(w, &vars).map_err(|source| crate::resolve::ResolveError::Render {
                 endpoint: e.name.clone(),
                 what: "when".into(),
                 source,

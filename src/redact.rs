@@ -27,7 +27,12 @@ impl Redactor {
     /// A redactor that also masks `more`.
     #[must_use]
     pub fn with<I: IntoIterator<Item = String>>(&self, more: I) -> Redactor {
-        Redactor::new(self.secrets.iter().cloned().chain(more))
+        let new: Vec<String> =
+            more.into_iter().filter(|s| s.len() >= MIN_LEN && !self.secrets.contains(s)).collect();
+        if new.is_empty() {
+            return self.clone();
+        }
+        Redactor::new(self.secrets.iter().cloned().chain(new))
     }
 
     /// `text` with every secret replaced by `***`.

@@ -1,15 +1,17 @@
 //! Parameter resolution: one endpoint + one integrator + one call's state → a [`Request`].
 //! Values come from their sources, pass their `format`, and are placed and encoded here.
 
+use std::sync::OnceLock;
+
 use handlebars::Context;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::catalog::{Catalog, Endpoint, Integration, Integrator, Source, SourceKind};
 use crate::model::{BodyFormat, Hook};
 use crate::redact::Redactor;
 use crate::request::{Request, RequestBody};
-use crate::templating::{DOT_SEGMENT_MARK, RenderError, Tpl, encode_url_value, lookup};
+use crate::templating::{DOT_SEGMENT_MARK, Data, RenderError, Tpl, encode_url_value, lookup};
 
 /// Placeholder for the token in a dry-run that does not fetch one; shown as-is.
 pub const DRY_RUN_TOKEN: &str = "<access-token>";
@@ -45,9 +47,18 @@ pub struct Scope<'a> {
     pub refresh_token: Option<&'a str>,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
     /// The template data: see docs/yaml-reference.md, "Variables".
     pub fn data(&self) -> Value {
+        self.data_at(time_now())
+    }
+
+    /// What this scope's templates read, without copying it (see [`Vars`]).
+    pub fn vars(&'a self) -> Vars<'a> {
+        Vars::new(self)
+    }
+
+    fn data_at(&self, time: Value) -> Value {
         let mut results = Map::new();
         for n in &self.integration.result_names {
             results.insert(n.clone(), Value::Null);
@@ -56,54 +67,152 @@ impl Scope<'_> {
             results.insert(k.clone(), v.clone());
         }
         let i = self.integrator;
-        let now = chrono::Utc::now();
-        json!({
-            "time": {
-                "unix": now.timestamp(),
-                "unix_ms": now.timestamp_millis(),
-                "iso": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            },
-            "base_url": i.base_url,
-            "host": i.host,
-            "integrator": { "id": i.id, "callcenter_id": i.callcenter_id },
-            "fields": i.fields,
-            "options": i.options,
-            "token": self.token,
-            "refresh_token": self.refresh_token.map(str::to_string)
-                .or_else(|| i.fields.get("refresh_token").and_then(Value::as_str).map(str::to_string)),
-            "call": self.call,
-            "results": results,
-            "objects": self.state.objects,
-            "hook": self.hook.as_str(),
-        })
+        let text = |s: &str| Value::String(s.to_string());
+        let mut integrator = Map::new();
+        integrator.insert("id".into(), text(&i.id));
+        integrator.insert("callcenter_id".into(), text(&i.callcenter_id));
+        let refresh = self.refresh_token.map(text).or_else(|| i.fields.get("refresh_token").cloned());
+        // Built by hand, not with json!(): that serialises every value again.
+        let mut m = Map::with_capacity(13);
+        m.insert("time".into(), time);
+        m.insert("base_url".into(), text(&i.base_url));
+        m.insert("host".into(), text(&i.host));
+        m.insert("integrator".into(), Value::Object(integrator));
+        m.insert("fields".into(), Value::Object(i.fields.clone()));
+        m.insert("options".into(), Value::Object(i.options.clone()));
+        m.insert("token".into(), self.token.map_or(Value::Null, text));
+        m.insert("refresh_token".into(), refresh.unwrap_or(Value::Null));
+        m.insert("call".into(), self.call.clone());
+        m.insert("results".into(), Value::Object(results));
+        m.insert("objects".into(), Value::Object(self.state.objects.clone()));
+        m.insert("hook".into(), text(self.hook.as_str()));
+        Value::Object(m)
     }
 
     /// Secrets to mask in anything printed about this scope.
     pub fn redactor(&self) -> Redactor {
-        let i = self.integrator;
-        Redactor::new(
-            i.secrets
-                .iter()
-                .cloned()
-                .chain(self.token.filter(|t| *t != DRY_RUN_TOKEN).map(str::to_string))
-                .chain(self.refresh_token.map(str::to_string)),
+        self.integrator.redactor.with(
+            self.token.filter(|t| *t != DRY_RUN_TOKEN).map(str::to_string).into_iter().chain(self.refresh_token.map(str::to_string)),
         )
+    }
+}
+
+fn time_now() -> Value {
+    let now = chrono::Utc::now();
+    let mut time = Map::new();
+    time.insert("unix".into(), now.timestamp().into());
+    time.insert("unix_ms".into(), now.timestamp_millis().into());
+    time.insert("iso".into(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into());
+    Value::Object(time)
+}
+
+static NULL: Value = Value::Null;
+
+/// A scope's variables, read in place: a plain `{{path}}` is looked up in the integrator,
+/// the call or the state without building the whole data; the full handlebars context is
+/// built only when a template needs handlebars (a helper, a block).
+pub struct Vars<'a> {
+    scope: &'a Scope<'a>,
+    base_url: Value,
+    host: Value,
+    hook: Value,
+    token: Value,
+    refresh_token: Value,
+    /// `time`, fixed once per request.
+    time: OnceLock<Value>,
+    full: OnceLock<Context>,
+}
+
+impl<'a> Vars<'a> {
+    fn new(scope: &'a Scope<'a>) -> Vars<'a> {
+        let i = scope.integrator;
+        let text = |s: &str| Value::String(s.to_string());
+        let refresh = scope.refresh_token.map(text).or_else(|| i.fields.get("refresh_token").cloned());
+        Vars {
+            scope,
+            base_url: text(&i.base_url),
+            host: text(&i.host),
+            hook: text(scope.hook.as_str()),
+            token: scope.token.map_or(Value::Null, text),
+            refresh_token: refresh.unwrap_or(Value::Null),
+            time: OnceLock::new(),
+            full: OnceLock::new(),
+        }
+    }
+
+    fn time(&self) -> &Value {
+        self.time.get_or_init(time_now)
+    }
+}
+
+impl Data for Vars<'_> {
+    fn get(&self, path: &[String]) -> Option<&Value> {
+        let s = self.scope;
+        let (root, rest) = path.split_first()?;
+        match (root.as_str(), rest) {
+            ("fields", [k, more @ ..]) => lookup(s.integrator.fields.get(k)?, more),
+            ("options", [k, more @ ..]) => lookup(s.integrator.options.get(k)?, more),
+            ("call", _) => lookup(s.call, rest),
+            ("objects", [k, more @ ..]) => lookup(s.state.objects.get(k)?, more),
+            ("results", [k, more @ ..]) => match s.state.results.get(k) {
+                Some(v) => lookup(v, more),
+                None if more.is_empty() && s.integration.result_names.contains(k) => Some(&NULL),
+                None => None,
+            },
+            ("time", _) => lookup(self.time(), rest),
+            ("base_url", _) => lookup(&self.base_url, rest),
+            ("host", _) => lookup(&self.host, rest),
+            ("hook", _) => lookup(&self.hook, rest),
+            ("token", _) => lookup(&self.token, rest),
+            ("refresh_token", _) => lookup(&self.refresh_token, rest),
+            _ => lookup(self.context().data(), path),
+        }
+    }
+
+    fn context(&self) -> &Context {
+        self.full.get_or_init(|| Context::from(self.scope.data_at(self.time().clone())))
+    }
+}
+
+/// Another view plus `value` (what a parameter's `format` sees).
+struct WithValue<'a> {
+    base: &'a dyn Data,
+    value: Value,
+    full: OnceLock<Context>,
+}
+
+impl Data for WithValue<'_> {
+    fn get(&self, path: &[String]) -> Option<&Value> {
+        match path.split_first() {
+            Some((root, rest)) if root == "value" => lookup(&self.value, rest),
+            _ => self.base.get(path),
+        }
+    }
+
+    fn context(&self) -> &Context {
+        self.full.get_or_init(|| {
+            let mut data = self.base.context().data().clone();
+            if let Value::Object(m) = &mut data {
+                m.insert("value".into(), self.value.clone());
+            }
+            Context::from(data)
+        })
     }
 }
 
 /// Builds the request `e` sends in `scope`.
 pub fn resolve(catalog: &Catalog, e: &Endpoint, scope: &Scope) -> Result<Request, ResolveError> {
     let ts = &catalog.templates;
-    let data = scope.data();
-    let ctx = Context::from(data);
+    let vars = scope.vars();
+    let ctx: &dyn Data = &vars;
     let mut secrets: Vec<String> = Vec::new();
     let render_err =
         |what: &str, source| ResolveError::Render { endpoint: e.name.clone(), what: what.to_string(), source };
     let invalid = |message: String| ResolveError::Invalid { endpoint: e.name.clone(), message };
 
-    let mut url = ts.render(&e.url, &ctx).map_err(|s| render_err("url", s))?;
+    let mut url = ts.render(&e.url, ctx).map_err(|s| render_err("url", s))?;
     for p in &e.path {
-        if let Some(v) = source_value(catalog, e, p, &ctx, scope, &mut secrets)? {
+        if let Some(v) = source_value(catalog, e, p, ctx, scope, &mut secrets)? {
             url = url.replace(&format!("{{{}}}", p.key), &encode_url_value(&as_text(&v)));
         }
     }
@@ -119,7 +228,7 @@ pub fn resolve(catalog: &Catalog, e: &Endpoint, scope: &Scope) -> Result<Request
 
     let mut query: Vec<(String, String)> = Vec::new();
     for q in &e.query {
-        if let Some(v) = source_value(catalog, e, q, &ctx, scope, &mut secrets)? {
+        if let Some(v) = source_value(catalog, e, q, ctx, scope, &mut secrets)? {
             query.push((q.key.clone(), as_text(&v)));
         }
     }
@@ -142,23 +251,23 @@ pub fn resolve(catalog: &Catalog, e: &Endpoint, scope: &Scope) -> Result<Request
         Ok(())
     };
     for h in &e.headers {
-        if let Some(v) = source_value(catalog, e, h, &ctx, scope, &mut secrets)? {
+        if let Some(v) = source_value(catalog, e, h, ctx, scope, &mut secrets)? {
             set_header(&h.key, as_text(&v), &mut headers)?;
         }
     }
     for m in &e.md5 {
-        if let Some(v) = source_value(catalog, e, m, &ctx, scope, &mut secrets)? {
-            set_header(&m.key, format!("{:x}", md5::compute(as_text(&v).as_bytes())), &mut headers)?;
+        if let Some(v) = source_value(catalog, e, m, ctx, scope, &mut secrets)? {
+            set_header(&m.key, md5_hex(as_text(&v).as_bytes()), &mut headers)?;
         }
     }
 
     let body = if e.body.is_some() || !e.body_params.is_empty() {
         let mut body = match &e.body {
-            Some(b) => ts.render_body(b, &ctx).map_err(|s| render_err("hardParams.body", s))?,
+            Some(b) => ts.render_body(b, ctx).map_err(|s| render_err("hardParams.body", s))?,
             None => Value::Object(Map::new()),
         };
         for b in &e.body_params {
-            if let Some(v) = source_value(catalog, e, b, &ctx, scope, &mut secrets)? {
+            if let Some(v) = source_value(catalog, e, b, ctx, scope, &mut secrets)? {
                 set_path(&mut body, &b.key, v).map_err(invalid)?;
             }
         }
@@ -198,7 +307,7 @@ fn source_value(
     catalog: &Catalog,
     e: &Endpoint,
     s: &Source,
-    ctx: &Context,
+    ctx: &dyn Data,
     scope: &Scope,
     secrets: &mut Vec<String>,
 ) -> Result<Option<Value>, ResolveError> {
@@ -224,11 +333,8 @@ fn source_value(
     let v = match &s.format {
         None => raw,
         Some(f) => {
-            let mut data = ctx.data().clone();
-            if let Value::Object(m) = &mut data {
-                m.insert("value".into(), raw);
-            }
-            render_tpl(ts, f, &Context::from(data)).map_err(render_err)?
+            let with = WithValue { base: ctx, value: raw, full: OnceLock::new() };
+            render_tpl(ts, f, &with).map_err(render_err)?
         }
     };
     if s.secret && raw_text != DRY_RUN_TOKEN {
@@ -243,8 +349,20 @@ fn source_value(
     Ok(Some(v))
 }
 
-fn render_tpl(ts: &crate::templating::TemplateSet, t: &Tpl, ctx: &Context) -> Result<Value, RenderError> {
+fn render_tpl(ts: &crate::templating::TemplateSet, t: &Tpl, ctx: &dyn Data) -> Result<Value, RenderError> {
     ts.render_value(t, ctx)
+}
+
+/// Lowercase hex md5 (formatting the digest with `{:x}` costs more than hashing it).
+fn md5_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = md5::compute(bytes);
+    let mut out = String::with_capacity(32);
+    for b in digest.0 {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// A value as text for a header, query or form: strings as-is, others as JSON.
@@ -277,6 +395,12 @@ fn set_path(body: &mut Value, path: &str, value: Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn md5_hex_matches_the_digest_format() {
+        assert_eq!(md5_hex(b"abc"), format!("{:x}", md5::compute(b"abc")));
+    }
 
     #[test]
     fn set_path_nests_and_refuses_scalars() {

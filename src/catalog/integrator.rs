@@ -136,6 +136,7 @@ pub(super) fn build_integrator(
         options,
         api_keys,
         allowed_origins: doc.allowed_origins.clone(),
+        redactor: crate::redact::Redactor::new(secrets.iter().cloned()),
         secrets,
         file: file.to_path_buf(),
     })

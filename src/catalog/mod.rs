@@ -168,7 +168,7 @@ pub struct Endpoint {
 }
 
 /// One tenant's use of an integration, with fields resolved (environment read, defaults set).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Integrator {
     pub id: String,
     pub integration: String,
@@ -184,6 +184,8 @@ pub struct Integrator {
     pub allowed_origins: Vec<String>,
     /// Values of secret fields, for redaction.
     pub secrets: Vec<String>,
+    /// Masks `secrets` (built once).
+    pub redactor: crate::redact::Redactor,
     pub file: PathBuf,
 }
 

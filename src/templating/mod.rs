@@ -35,6 +35,19 @@ pub struct Tpl {
     refs: Vec<Vec<String>>,
     /// URLs only: a leading `{{…}}` that supplies scheme and host (`{{base_url}}`), not encoded.
     base: Option<Box<(Tpl, Tpl)>>,
+    /// Text and plain `{{path}}`s only (no helpers, blocks or partials): rendered here
+    /// without handlebars' per-render setup, which dominates such small templates.
+    parts: Option<Vec<Part>>,
+}
+
+/// A piece of a simple template.
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    /// `{{path}}`: escaped per the template's escaping.
+    Var(Vec<String>),
+    /// `{{{path}}}`: never escaped.
+    Raw(Vec<String>),
 }
 
 impl fmt::Debug for Tpl {
@@ -53,6 +66,22 @@ impl Tpl {
     }
     pub fn is_literal(&self) -> bool {
         self.id.is_none() && self.base.is_none()
+    }
+}
+
+/// What templates read: values by path for the fast paths (no copy of the scope), and the
+/// whole data as a handlebars context for templates that need handlebars (helpers, blocks).
+pub trait Data {
+    fn get(&self, path: &[String]) -> Option<&Value>;
+    fn context(&self) -> &Context;
+}
+
+impl Data for Context {
+    fn get(&self, path: &[String]) -> Option<&Value> {
+        lookup(self.data(), path)
+    }
+    fn context(&self) -> &Context {
+        self
     }
 }
 
@@ -135,7 +164,15 @@ impl TemplateSet {
     /// Compiles `source`; the error says what is wrong with its syntax.
     pub fn compile(&mut self, source: &str, escape: Escape) -> Result<Tpl, String> {
         if !source.contains("{{") {
-            return Ok(Tpl { source: source.to_string(), escape, id: None, single: None, refs: vec![], base: None });
+            return Ok(Tpl {
+                source: source.to_string(),
+                escape,
+                id: None,
+                single: None,
+                refs: vec![],
+                base: None,
+                parts: None,
+            });
         }
         if escape == Escape::Url
             && source.starts_with("{{")
@@ -154,6 +191,7 @@ impl TemplateSet {
                 single: None,
                 refs,
                 base: Some(Box::new((head, rest))),
+                parts: None,
             });
         }
         let template = Template::compile(source).map_err(|e| template_error(&e))?;
@@ -167,6 +205,11 @@ impl TemplateSet {
             },
             _ => None,
         };
+        let parts = if single.is_none() && escape != Escape::Condition && !source.contains('~') {
+            simple_parts(&template.elements)
+        } else {
+            None
+        };
         self.next += 1;
         let id = format!("t{}", self.next);
         let reg = match escape {
@@ -176,7 +219,7 @@ impl TemplateSet {
             Escape::Condition => &mut self.condition,
         };
         reg.register_template(&id, template);
-        Ok(Tpl { source: source.to_string(), escape, id: Some(id), single, refs, base: None })
+        Ok(Tpl { source: source.to_string(), escape, id: Some(id), single, refs, base: None, parts })
     }
 
     /// Compiles a `when` expression (`results.x`, `not results.x`, `and a (not b)`).
@@ -196,7 +239,7 @@ impl TemplateSet {
     }
 
     /// Renders to text.
-    pub fn render(&self, t: &Tpl, ctx: &Context) -> Result<String, RenderError> {
+    pub fn render(&self, t: &Tpl, ctx: &dyn Data) -> Result<String, RenderError> {
         if let Some(parts) = &t.base {
             let mut out = self.render(&parts.0, ctx)?;
             out.push_str(&self.render(&parts.1, ctx)?);
@@ -204,30 +247,37 @@ impl TemplateSet {
         }
         let Some(id) = &t.id else { return Ok(t.source.clone()) };
         if let Some(path) = &t.single {
-            let v = lookup(ctx.data(), path).ok_or_else(|| RenderError::Missing(path.join(".")))?;
-            return Ok(match (t.escape, v) {
-                (_, Value::Null) => String::new(),
-                (Escape::Url, Value::String(s)) => encode_url_value(s),
-                (Escape::Url, other) => encode_url_value(&other.to_string()),
-                (Escape::Html, Value::String(s)) => handlebars::html_escape(s),
-                (Escape::Html, other) => handlebars::html_escape(&other.to_string()),
-                (_, Value::String(s)) => s.clone(),
-                (_, other) => other.to_string(),
-            });
+            let mut out = String::new();
+            push_value(&mut out, t.escape, ctx.get(path).ok_or_else(|| RenderError::Missing(path.join(".")))?);
+            return Ok(out);
         }
-        self.reg(t.escape).render_with_context(id, ctx).map_err(convert_error)
+        if let Some(parts) = &t.parts {
+            let mut out = String::with_capacity(t.source.len() + 16);
+            for p in parts {
+                match p {
+                    Part::Text(s) => out.push_str(s),
+                    Part::Var(path) | Part::Raw(path) => {
+                        let v = ctx.get(path).ok_or_else(|| RenderError::Missing(path.join(".")))?;
+                        let esc = if matches!(p, Part::Raw(_)) { Escape::Plain } else { t.escape };
+                        push_value(&mut out, esc, v);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        self.reg(t.escape).render_with_context(id, ctx.context()).map_err(convert_error)
     }
 
     /// Renders to a JSON value: a template that is exactly one `{{path}}` keeps its type.
-    pub fn render_value(&self, t: &Tpl, ctx: &Context) -> Result<Value, RenderError> {
+    pub fn render_value(&self, t: &Tpl, ctx: &dyn Data) -> Result<Value, RenderError> {
         if let Some(path) = &t.single {
-            return lookup(ctx.data(), path).cloned().ok_or_else(|| RenderError::Missing(path.join(".")));
+            return ctx.get(path).cloned().ok_or_else(|| RenderError::Missing(path.join(".")));
         }
         self.render(t, ctx).map(Value::String)
     }
 
     /// Evaluates a condition compiled with [`TemplateSet::compile_condition`].
-    pub fn truthy(&self, t: &Tpl, ctx: &Context) -> Result<bool, RenderError> {
+    pub fn truthy(&self, t: &Tpl, ctx: &dyn Data) -> Result<bool, RenderError> {
         Ok(!self.render(t, ctx)?.is_empty())
     }
 
@@ -244,7 +294,7 @@ impl TemplateSet {
     }
 
     /// Renders a body structure.
-    pub fn render_body(&self, b: &Body, ctx: &Context) -> Result<Value, RenderError> {
+    pub fn render_body(&self, b: &Body, ctx: &dyn Data) -> Result<Value, RenderError> {
         Ok(match b {
             Body::Const(v) => v.clone(),
             Body::Leaf(t) => self.render_value(t, ctx)?,
@@ -281,6 +331,43 @@ impl Body {
             Body::Object(fields) => fields.iter().for_each(|(_, v)| v.leaves(out)),
         }
     }
+}
+
+/// Appends a value as template output: strings as-is, null as nothing, others as JSON.
+fn push_value(out: &mut String, escape: Escape, v: &Value) {
+    let text: std::borrow::Cow<str> = match v {
+        Value::Null => return,
+        Value::String(s) => s.into(),
+        other => other.to_string().into(),
+    };
+    match escape {
+        Escape::Url => out.push_str(&encode_url_value(&text)),
+        Escape::Html => out.push_str(&handlebars::html_escape(&text)),
+        Escape::Plain | Escape::Condition => out.push_str(&text),
+    }
+}
+
+/// The parts of a template made only of text and plain variable paths.
+fn simple_parts(elements: &[TemplateElement]) -> Option<Vec<Part>> {
+    let var = |h: &handlebars::template::HelperTemplate| -> Option<Vec<String>> {
+        if !h.params.is_empty() || !h.hash.is_empty() {
+            return None;
+        }
+        match &h.name {
+            Parameter::Path(p) => path_segments(p).filter(|s| !s.is_empty()),
+            Parameter::Name(n) if !ZERO_ARG_HELPERS.contains(&n.as_str()) => Some(vec![n.clone()]),
+            _ => None,
+        }
+    };
+    elements
+        .iter()
+        .map(|e| match e {
+            TemplateElement::RawString(s) => Some(Part::Text(s.clone())),
+            TemplateElement::Expression(h) => var(h).map(Part::Var),
+            TemplateElement::HtmlExpression(h) => var(h).map(Part::Raw),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Looks up a dotted path (`results.contact_id`, `objects.contact.results.0.id`) in `data`.
@@ -444,6 +531,23 @@ mod tests {
             assert_eq!(ts.truthy(&t, &c).unwrap(), want, "{expr}");
         }
         assert!(ts.compile_condition("{{x}}").is_err());
+    }
+
+    #[test]
+    fn simple_templates_render_like_handlebars() {
+        let mut ts = TemplateSet::new();
+        let c = ctx(json!({"a": "x&y", "n": 5, "z": null, "o": {"k": 1}}));
+        let t = ts.compile("[{{a}}|{{n}}|{{z}}|{{{a}}}]", Escape::Url).unwrap();
+        assert!(t.parts.is_some());
+        assert_eq!(ts.render(&t, &c).unwrap(), "[x%26y|5||x&y]");
+        let t = ts.compile("<{{a}}>", Escape::Html).unwrap();
+        assert_eq!(ts.render(&t, &c).unwrap(), "<x&amp;y>");
+        let t = ts.compile("{{a}} and {{missing.x}}", Escape::Plain).unwrap();
+        assert!(ts.render(&t, &c).unwrap_err().to_string().contains("missing.x"));
+        // Helpers and blocks go through handlebars.
+        let t = ts.compile("{{upper a}}-{{#if n}}y{{/if}}", Escape::Plain).unwrap();
+        assert!(t.parts.is_none());
+        assert_eq!(ts.render(&t, &c).unwrap(), "X&Y-y");
     }
 
     #[test]
