@@ -305,7 +305,6 @@ fn override_host(cat: &mut Catalog, id: &str, base: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-
 fn run_hook_cmd(
     cli: &Cli,
     mut cat: Catalog,

@@ -27,8 +27,7 @@ impl Redactor {
     /// A redactor that also masks `more`.
     #[must_use]
     pub fn with<I: IntoIterator<Item = String>>(&self, more: I) -> Redactor {
-        let new: Vec<String> =
-            more.into_iter().filter(|s| s.len() >= MIN_LEN && !self.secrets.contains(s)).collect();
+        let new: Vec<String> = more.into_iter().filter(|s| s.len() >= MIN_LEN && !self.secrets.contains(s)).collect();
         if new.is_empty() {
             return self.clone();
         }

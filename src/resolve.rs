@@ -92,7 +92,11 @@ impl<'a> Scope<'a> {
     /// Secrets to mask in anything printed about this scope.
     pub fn redactor(&self) -> Redactor {
         self.integrator.redactor.with(
-            self.token.filter(|t| *t != DRY_RUN_TOKEN).map(str::to_string).into_iter().chain(self.refresh_token.map(str::to_string)),
+            self.token
+                .filter(|t| *t != DRY_RUN_TOKEN)
+                .map(str::to_string)
+                .into_iter()
+                .chain(self.refresh_token.map(str::to_string)),
         )
     }
 }

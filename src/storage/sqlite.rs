@@ -34,7 +34,9 @@ impl SqliteStorage {
         }
         create_private(path)?;
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let storage = Self::init(conn)?;
+        spawn_checkpointer(path);
+        Ok(storage)
     }
 
     /// An in-memory database (tests, dry-runs).
@@ -47,7 +49,11 @@ impl SqliteStorage {
         // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints (which fsync) run on a background thread, not inside a hook's commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
+        // Statements are prepared once and cached: parsing SQL costs more than running it.
+        conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteStorage { conn: Mutex::new(conn) })
     }
 
@@ -55,6 +61,26 @@ impl SqliteStorage {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
     }
+}
+
+/// Copies the WAL back into the database every second from its own connection and thread
+/// (PASSIVE: it never blocks a writer), so commits on the hook path never wait for an fsync
+/// and the WAL does not grow without bound. It ends when the database cannot be opened.
+fn spawn_checkpointer(path: &Path) {
+    let path = path.to_path_buf();
+    let _ = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+        let Ok(conn) = Connection::open(&path) else { return };
+        let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            if !path.exists() {
+                return;
+            }
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "checkpoint skipped");
+            }
+        }
+    });
 }
 
 #[cfg(unix)]
@@ -94,12 +120,9 @@ fn delivery_from_row(r: &Row) -> rusqlite::Result<Delivery> {
 impl Storage for SqliteStorage {
     fn load_call(&self, integrator: &str, call_id: &str) -> Result<Option<CallState>, StorageError> {
         let s: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT state FROM call_state WHERE integrator = ?1 AND call_id = ?2",
-                params![integrator, call_id],
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT state FROM call_state WHERE integrator = ?1 AND call_id = ?2")?
+                .query_row(params![integrator, call_id], |r| r.get(0))
+                .optional()
         })?;
         s.map(|s| serde_json::from_str(&s).map_err(|e| StorageError::Corrupt(e.to_string()))).transpose()
     }
@@ -107,10 +130,8 @@ impl Storage for SqliteStorage {
     fn save_call(&self, integrator: &str, call_id: &str, state: &CallState) -> Result<(), StorageError> {
         let s = serde_json::to_string(state).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         self.with(|c| {
-            c.execute(
-                "INSERT INTO call_state (integrator, call_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (integrator, call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                params![integrator, call_id, s, now_ms()],
+            c.prepare_cached("INSERT INTO call_state (integrator, call_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (integrator, call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at")?.execute(params![integrator, call_id, s, now_ms()],
             )
         })?;
         Ok(())
@@ -118,29 +139,28 @@ impl Storage for SqliteStorage {
 
     fn load_token(&self, integrator: &str) -> Result<Option<StoredToken>, StorageError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT access_token, refresh_token, expires_at FROM tokens WHERE integrator = ?1",
-                params![integrator],
-                |r| Ok(StoredToken { access_token: r.get(0)?, refresh_token: r.get(1)?, expires_at_ms: r.get(2)? }),
-            )
-            .optional()
+            c.prepare_cached("SELECT access_token, refresh_token, expires_at FROM tokens WHERE integrator = ?1")?
+                .query_row(params![integrator], |r| {
+                    Ok(StoredToken { access_token: r.get(0)?, refresh_token: r.get(1)?, expires_at_ms: r.get(2)? })
+                })
+                .optional()
         })
     }
 
     fn save_token(&self, integrator: &str, t: &StoredToken) -> Result<(), StorageError> {
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO tokens (integrator, access_token, refresh_token, expires_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (integrator) DO UPDATE SET access_token = excluded.access_token,
                    refresh_token = excluded.refresh_token, expires_at = excluded.expires_at",
-                params![integrator, t.access_token, t.refresh_token, t.expires_at_ms],
-            )
+            )?
+            .execute(params![integrator, t.access_token, t.refresh_token, t.expires_at_ms])
         })?;
         Ok(())
     }
 
     fn delete_token(&self, integrator: &str) -> Result<(), StorageError> {
-        self.with(|c| c.execute("DELETE FROM tokens WHERE integrator = ?1", params![integrator]))?;
+        self.with(|c| c.prepare_cached("DELETE FROM tokens WHERE integrator = ?1")?.execute(params![integrator]))?;
         Ok(())
     }
 
@@ -159,18 +179,32 @@ impl Storage for SqliteStorage {
                     return Ok(Inserted::Duplicate(prev));
                 }
             }
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO deliveries (id, integrator, hook, call_id, payload, idempotency_key, status, attempts,
                    next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7)",
-                params![d.id, d.integrator, d.hook, d.call_id, payload, d.idempotency_key, d.now_ms],
-            )?;
-            let row = c.query_row("SELECT * FROM deliveries WHERE id = ?1", params![d.id], delivery_from_row)?;
+            )?
+            .execute(params![
+                d.id,
+                d.integrator,
+                d.hook,
+                d.call_id,
+                payload,
+                d.idempotency_key,
+                d.now_ms
+            ])?;
+            let row = c
+                .prepare_cached("SELECT * FROM deliveries WHERE id = ?1")?
+                .query_row(params![d.id], delivery_from_row)?;
             Ok(Inserted::New(row))
         })
     }
 
     fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StorageError> {
-        self.with(|c| c.query_row("SELECT * FROM deliveries WHERE id = ?1", params![id], delivery_from_row).optional())
+        self.with(|c| {
+            c.prepare_cached("SELECT * FROM deliveries WHERE id = ?1")?
+                .query_row(params![id], delivery_from_row)
+                .optional()
+        })
     }
 
     fn list_deliveries(
@@ -180,7 +214,7 @@ impl Storage for SqliteStorage {
         limit: usize,
     ) -> Result<Vec<Delivery>, StorageError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT * FROM deliveries WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR integrator = ?2)
                  ORDER BY seq DESC LIMIT ?3",
             )?;
@@ -192,7 +226,7 @@ impl Storage for SqliteStorage {
 
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StorageError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = st.query_map(params![now_ms, limit as i64], delivery_from_row)?;
@@ -203,18 +237,27 @@ impl Storage for SqliteStorage {
     fn update_delivery(&self, id: &str, u: &DeliveryUpdate) -> Result<(), StorageError> {
         let result = u.result.as_ref().map(|r| r.to_string());
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
                    result = COALESCE(?6, result), updated_at = ?7 WHERE id = ?1",
-                params![id, u.status.as_str(), u.attempts, u.next_attempt_at_ms, u.last_error, result, u.now_ms],
-            )
+            )?
+            .execute(params![
+                id,
+                u.status.as_str(),
+                u.attempts,
+                u.next_attempt_at_ms,
+                u.last_error,
+                result,
+                u.now_ms
+            ])
         })?;
         Ok(())
     }
 
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError> {
         self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM deliveries WHERE status = ?1", params![status.as_str()], |r| r.get(0))
+            c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE status = ?1")?
+                .query_row(params![status.as_str()], |r| r.get(0))
         })
     }
 }
