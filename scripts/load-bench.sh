@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of `callbridge serve` (issue 4). One command, loopback only (127.0.0.1):
 #
-#   scripts/load-bench.sh            # ~6 minutes after the build; prints one result block at the end
+#   scripts/load-bench.sh     # ~6 min after the build (more while other processes keep the machine busy);
+#                             # prints one result block at the end, exits non-zero only if a run failed
 #
 # It drives the same hook workload — receive a call payload, build a call-log body, POST it with
 # a cached bearer token, extract the new id, answer — through three paths, with the same load
@@ -21,6 +22,7 @@
 #   RUNS [3]            repetitions of each wrk path (min/median/max are printed)
 #   DURATION [10s]      each wrk run;  THREADS [2], CONNS [32]: wrk -t / -c
 #   RATE [1000]         fixed-rate run (hooks/s), RATE_SECS [11] long, the first second left out
+#   LOW_RATE [100]      also at this low rate (no queueing: the fixed cost of a hook), LOW_SECS [8]; 0 skips
 #   BURST [1000]        cold-cache burst size
 #   INTEGRATORS [10000] the RSS run; TENK_RATE [500] hooks/s for TENK_SECS [20] s spread over them
 #   NGINX_WORKERS [auto] nginx worker_processes (auto = one per core)
@@ -44,6 +46,8 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 RATE=${RATE:-1000}
 RATE_SECS=${RATE_SECS:-11}
+LOW_RATE=${LOW_RATE:-100}
+LOW_SECS=${LOW_SECS:-8}
 BURST=${BURST:-1000}
 INTEGRATORS=${INTEGRATORS:-10000}
 TENK_RATE=${TENK_RATE:-500}
@@ -371,6 +375,13 @@ wait_quiet
 run_loadgen rate-proxy --url "$PROXY" --key bench-token --rate "$RATE" --duration "$RATE_SECS" --warmup 1 --prefix "rp-$$"
 wait_quiet
 run_loadgen rate-callbridge --url "$CB_WRITE" --key bench-key --rate "$RATE" --duration "$RATE_SECS" --warmup 1 --prefix "rc-$$"
+if [ "$LOW_RATE" != 0 ]; then
+  say "low rate: $LOW_RATE hooks/s for $LOW_SECS s (no queueing), direct / callbridge"
+  wait_quiet
+  run_loadgen low-direct --url "$DIRECT" --key bench-token --rate "$LOW_RATE" --duration "$LOW_SECS" --warmup 1 --prefix "ld-$$"
+  wait_quiet
+  run_loadgen low-callbridge --url "$CB_WRITE" --key bench-key --rate "$LOW_RATE" --duration "$LOW_SECS" --warmup 1 --prefix "lc-$$"
+fi
 
 MAIN_HWM=$(hwm_kb "$SERVE_PID")
 MAIN_RSS=$(rss_kb "$SERVE_PID")
@@ -498,6 +509,16 @@ for n in direct proxy callbridge; do
     "$(lg rate-$n p999_ms)" "$(lg rate-$n max_ms)" "$(lg rate-$n server_us)" "$(lg rate-$n others_pct)"
 done
 echo "  callbridge added latency at $RATE/s: p50 $R_ADD50 ms, p99 $R_ADD99 ms"
+if [ "$LOW_RATE" != 0 ]; then
+  echo "  at $LOW_RATE/s for $LOW_SECS s (no queueing: what one hook costs):"
+  for n in direct callbridge; do
+    printf '  %-11s sent %6s  ok %6s  p50 %7s ms   p99 %8s ms   max %8s ms   server %4s µs CPU/req, others %3s%% CPU\n' "$n" \
+      "$(lg low-$n sent)" "$(lg low-$n ok)" "$(lg low-$n p50_ms)" "$(lg low-$n p99_ms)" "$(lg low-$n max_ms)" \
+      "$(lg low-$n server_us)" "$(lg low-$n others_pct)"
+  done
+  echo "  callbridge added latency at $LOW_RATE/s: p50 $(awk -v c="$(lg low-callbridge p50_ms)" -v d="$(lg low-direct p50_ms)" 'BEGIN { printf "%+.3f", c - d }') ms," \
+       "p99 $(awk -v c="$(lg low-callbridge p99_ms)" -v d="$(lg low-direct p99_ms)" 'BEGIN { printf "%+.3f", c - d }') ms"
+fi
 echo
 echo "callbridge serve (the runs above)"
 echo "  token requests: $MAIN_TOKENS_METRIC (callbridge_token_requests_total), $MAIN_TOKENS_LOG (nginx /oauth/token log)"

@@ -71,20 +71,13 @@ impl TokenManager {
         }
         let previous_refresh = self.cached(&integrator.id).or(stored).and_then(|t| t.refresh_token);
         let t = self.fetch(catalog, http, integration, integrator, previous_refresh).await?;
-        self.store.save_token(&integrator.id, &t)?;
+        self.store.save_token(&integrator.id, &t).await?;
         self.remember(&integrator.id, t.clone());
         Ok(t.access_token)
     }
 
     fn remember(&self, id: &str, t: StoredToken) {
         self.memory.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), t);
-    }
-
-    /// Forgets the cached token (memory and storage).
-    pub fn forget(&self, id: &str) -> Result<(), HookError> {
-        self.memory.write().unwrap_or_else(|p| p.into_inner()).remove(id);
-        self.store.delete_token(id)?;
-        Ok(())
     }
 
     async fn fetch(

@@ -188,16 +188,34 @@ impl Engine {
         };
         let mut steps = Vec::new();
         let mut secrets: Vec<String> = integrator.secrets.clone();
+        // The state is saved after every step that ran (a crash after step 2 of 3 keeps what
+        // steps 1 and 2 extracted); writes commit in order, so the last save's ack covers them
+        // all. It is awaited before the hook returns, whether it failed or not, and before the
+        // call's lock is released: the call's next hook reads it.
+        let mut saved = None;
+        let mut failed = None;
         for e in integration.steps(hook) {
-            let report =
-                self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await?;
-            if execute
-                && report.ran
-                && let Some(c) = &call_id
-            {
-                self.store.save_call(integrator_id, c, &state)?;
+            match self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await {
+                Ok(report) => {
+                    if execute
+                        && report.ran
+                        && let Some(c) = &call_id
+                    {
+                        saved = Some(self.store.save_call(integrator_id, c, &state));
+                    }
+                    steps.push(report);
+                }
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
             }
-            steps.push(report);
+        }
+        if let Some(ack) = saved {
+            ack.await?;
+        }
+        if let Some(err) = failed {
+            return Err(err);
         }
         // What the hook answers is masked like everything else printed: a CRM may echo a
         // token or key back. The stored call state keeps the real values.

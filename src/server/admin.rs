@@ -230,10 +230,10 @@ fn retry(store: Arc<dyn Storage>, cat: Catalog, ids: &[String], max_attempts: u3
             result: None,
             now_ms: now,
         };
-        store.update_delivery(id, &reset)?;
+        store.update_delivery(id, &reset).wait()?;
         let d = applied(d, &reset);
         let a = rt.block_on(attempt(&engine, &cat, &d, &plan));
-        store.update_delivery(id, &a.update)?;
+        store.update_delivery(id, &a.update).wait()?;
         let after = applied(d, &a.update);
         let r = redactor_for(&cat, &after.integrator);
         if let Some(e) = &a.error {

@@ -103,7 +103,8 @@ pub async fn hook(
     let respond_async =
         prefers_async(&headers) || q.is_async.as_deref().is_some_and(|v| matches!(v, "true" | "1" | "yes"));
     let new = NewDelivery {
-        id: uuid::Uuid::new_v4().to_string(),
+        // Time-ordered (v7): ids sort by acceptance, and the id index grows at its end.
+        id: uuid::Uuid::now_v7().to_string(),
         integrator: integrator.id.clone(),
         hook: hook.as_str().to_string(),
         call_id,
@@ -118,25 +119,27 @@ pub async fn hook(
 /// answered (200, or the error of a dead delivery), or 202 when the wait timeout passes first.
 async fn write_hook(s: &Shared, new: NewDelivery, respond_async: bool) -> Result<Response, ApiError> {
     // Committed before anything is acknowledged: from here on, a crash loses nothing.
-    let (d, duplicate) = match s.engine.store.insert_delivery(new)? {
+    let (d, duplicate) = match s.engine.store.insert_delivery(new).await? {
         Inserted::New(d) => (d, false),
         Inserted::Duplicate(d) => (d, true),
     };
-    tracing::info!(delivery = %d.id, integrator = %d.integrator, hook = %d.hook, call_id = d.call_id.as_deref().unwrap_or(""), duplicate, "write hook accepted");
+    tracing::debug!(delivery = %d.id, integrator = %d.integrator, hook = %d.hook, call_id = d.call_id.as_deref().unwrap_or(""), duplicate, "write hook accepted");
     if d.status != DeliveryStatus::Pending {
         return Ok(finished(&d, duplicate));
     }
     if respond_async {
-        s.outbox.submit(d.clone());
-        return Ok(accepted(&d, duplicate));
+        let resp = accepted(&d, duplicate);
+        s.outbox.submit(d);
+        return Ok(resp);
     }
     // Watch before submitting, so the end cannot be missed.
     let done = s.outbox.watch(&d.id);
-    s.outbox.submit(d.clone());
+    let id = d.id.clone();
+    s.outbox.submit(d);
     let wait = s.opts.wait_timeout.min(s.opts.request_timeout.saturating_sub(Duration::from_millis(500)));
     // A duplicate may have finished between the insert and the watch: look once more.
     let ended = if duplicate {
-        s.engine.store.get_delivery(&d.id)?.filter(|n| n.status != DeliveryStatus::Pending)
+        s.engine.store.get_delivery(&id)?.filter(|n| n.status != DeliveryStatus::Pending)
     } else {
         None
     };
@@ -148,11 +151,11 @@ async fn write_hook(s: &Shared, new: NewDelivery, respond_async: bool) -> Result
         None => tokio::time::timeout(wait, done).await.ok().and_then(Result::ok),
     };
     // The watch was served, or gave up: drop it.
-    s.outbox.forget(&d.id);
+    s.outbox.forget(&id);
     if let Some(e) = ended {
         return Ok(finished(&e, duplicate));
     }
-    let latest = s.engine.store.get_delivery(&d.id)?.unwrap_or(d);
+    let latest = s.engine.store.get_delivery(&id)?.ok_or(ApiError::UnknownDelivery(id))?;
     Ok(if latest.status == DeliveryStatus::Pending {
         accepted(&latest, duplicate)
     } else {

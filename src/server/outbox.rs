@@ -4,7 +4,8 @@
 //! Deliveries reach it two ways: handed over by the hook handler right after the insert
 //! committed (no polling latency), and found in storage (at start, and every `poll_interval`),
 //! so whatever was accepted before a crash resumes. Before each attempt the record is read
-//! again, so a delivery finished elsewhere (e.g. by `callbridge deliveries retry`) is not re-sent.
+//! again (except the first attempt of one just inserted), so a delivery finished elsewhere
+//! (e.g. by `callbridge deliveries retry`) is not re-sent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +29,9 @@ const LOAD_LIMIT: usize = 100_000;
 /// Most read by each later poll: the oldest, which is where a delivery replayed from the CLI
 /// (or left behind by the start limit) is found.
 const POLL_LIMIT: usize = 1_000;
+
+/// A delivery younger than this (ms) is attempted without re-reading it first.
+const FRESH_MS: i64 = 1_000;
 
 /// How attempts are spaced and when to give up.
 #[derive(Debug, Clone)]
@@ -265,10 +269,13 @@ impl Outbox {
         }
     }
 
-    fn notify(&self, d: &Delivery) {
-        let senders = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
-        for tx in senders.into_iter().flatten() {
-            let _ = tx.send(d.clone());
+    fn notify(&self, d: Delivery) {
+        let mut senders = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id).unwrap_or_default();
+        if let Some(last) = senders.pop() {
+            for tx in senders {
+                let _ = tx.send(d.clone());
+            }
+            let _ = last.send(d);
         }
     }
 
@@ -298,26 +305,27 @@ impl Outbox {
     async fn run_lane(self: Arc<Self>, key: LaneKey) {
         let mut stop = self.stop.subscribe();
         loop {
+            // The head leaves the queue while it is driven (it stays in `known`); the lane
+            // stays, so what is submitted meanwhile queues behind it.
             let head = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-                match lanes.queues.get(&key).and_then(|q| q.values().next().cloned()) {
-                    Some(d) => d,
+                match lanes.queues.get_mut(&key).and_then(BTreeMap::pop_first) {
+                    Some((_, d)) => d,
                     None => {
                         lanes.queues.remove(&key);
                         return;
                     }
                 }
             };
-            let drive = self.drive(&head, &mut stop).await;
+            let id = head.id.clone();
+            let drive = self.drive(head, &mut stop).await;
             let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
             match drive {
                 Drive::Done => {
-                    if let Some(q) = lanes.queues.get_mut(&key) {
-                        q.remove(&head.seq);
-                    }
-                    lanes.known.remove(&head.id);
+                    lanes.known.remove(&id);
                 }
                 Drive::Stopped => {
+                    lanes.known.remove(&id);
                     for d in lanes.queues.remove(&key).into_iter().flat_map(BTreeMap::into_values) {
                         lanes.known.remove(&d.id);
                     }
@@ -328,16 +336,25 @@ impl Outbox {
     }
 
     /// Attempts `d` until it is delivered or dead, waiting out its backoff between attempts.
-    async fn drive(&self, d: &Delivery, stop: &mut watch::Receiver<bool>) -> Drive {
+    async fn drive(&self, d: Delivery, stop: &mut watch::Receiver<bool>) -> Drive {
+        // A delivery inserted a moment ago and never attempted is as the handler handed it
+        // over: its first attempt needs no re-read. Every other attempt re-reads (the record
+        // may have been finished or leased elsewhere meanwhile, e.g. by `deliveries retry`).
+        let id = d.id.clone();
+        let mut known = (d.attempts == 0 && now_ms() - d.updated_at_ms < FRESH_MS).then_some(d);
         loop {
             if *stop.borrow() {
                 return Drive::Stopped;
             }
-            let current = match self.store.get_delivery(&d.id) {
+            let read = match known.take() {
+                Some(k) => Ok(Some(k)),
+                None => self.store.get_delivery(&id),
+            };
+            let current = match read {
                 Ok(Some(c)) => c,
                 Ok(None) => return Drive::Done,
                 Err(e) => {
-                    tracing::error!(delivery = %d.id, error = %e, "cannot read delivery; trying again shortly");
+                    tracing::error!(delivery = %id, error = %e, "cannot read delivery; trying again shortly");
                     if pause(Duration::from_secs(1), stop).await {
                         return Drive::Stopped;
                     }
@@ -345,7 +362,7 @@ impl Outbox {
                 }
             };
             if current.status != DeliveryStatus::Pending {
-                self.notify(&current);
+                self.notify(current);
                 return Drive::Done;
             }
             let wait = current.next_attempt_at_ms - now_ms();
@@ -368,7 +385,7 @@ impl Outbox {
             let span = tracing::info_span!("delivery", id = %current.id, integrator = %current.integrator, hook = %current.hook, attempt = current.attempts + 1);
             let catalog = self.catalog.get();
             let a = attempt(&self.engine, &catalog, &current, &self.plan).instrument(span).await;
-            let saved = self.store.update_delivery(&current.id, &a.update);
+            let saved = self.store.update_delivery(&current.id, &a.update).await;
             // The permit is held until the outcome is recorded, so a drain waits for it.
             drop(permit);
             let after = applied(current, &a.update);
@@ -381,7 +398,7 @@ impl Outbox {
                 continue;
             }
             if after.status != DeliveryStatus::Pending {
-                self.notify(&after);
+                self.notify(after);
                 return Drive::Done;
             }
         }

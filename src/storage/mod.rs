@@ -10,14 +10,64 @@ use crate::resolve::CallState;
 
 pub use sqlite::SqliteStorage;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("storage: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
     #[error("storage: {0}")]
-    Io(#[from] std::io::Error),
+    Io(String),
     #[error("storage: stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("storage: the writer has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> StorageError {
+        StorageError::Db(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> StorageError {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// A write on its way to storage: resolves once it is committed (durable), or failed.
+/// Await it in async code; [`Ack::wait`] blocks for it outside an async runtime.
+///
+/// Writes are committed in the order they were made, so once one write's ack resolves, every
+/// write made before it is committed too.
+#[must_use = "a write is durable only once its ack resolved"]
+pub struct Ack<T>(tokio::sync::oneshot::Receiver<Result<T, StorageError>>);
+
+impl<T> Ack<T> {
+    /// An ack and the sender that resolves it.
+    pub fn channel() -> (tokio::sync::oneshot::Sender<Result<T, StorageError>>, Ack<T>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, Ack(rx))
+    }
+
+    /// An ack already resolved with `r`.
+    pub fn ready(r: Result<T, StorageError>) -> Ack<T> {
+        let (tx, ack) = Ack::channel();
+        let _ = tx.send(r);
+        ack
+    }
+
+    /// Blocks until the write is committed. Not from inside an async runtime (it would
+    /// block a worker): await the ack there.
+    pub fn wait(self) -> Result<T, StorageError> {
+        self.0.blocking_recv().unwrap_or(Err(StorageError::Closed))
+    }
+}
+
+impl<T> std::future::Future for Ack<T> {
+    type Output = Result<T, StorageError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(StorageError::Closed)))
+    }
 }
 
 /// A cached access token.
@@ -110,16 +160,20 @@ pub struct DeliveryUpdate {
 }
 
 /// The persistence the engine needs. Implementations must be safe to share across threads.
+///
+/// Reads answer at once. Writes return an [`Ack`] that resolves when the write is durable, so
+/// that an implementation can commit many writes together (group commit) without blocking the
+/// caller's thread; writes are applied in the order they were made.
 pub trait Storage: Send + Sync + 'static {
     fn load_call(&self, integrator: &str, call_id: &str) -> Result<Option<CallState>, StorageError>;
-    fn save_call(&self, integrator: &str, call_id: &str, state: &CallState) -> Result<(), StorageError>;
+    fn save_call(&self, integrator: &str, call_id: &str, state: &CallState) -> Ack<()>;
 
     fn load_token(&self, integrator: &str) -> Result<Option<StoredToken>, StorageError>;
-    fn save_token(&self, integrator: &str, token: &StoredToken) -> Result<(), StorageError>;
-    fn delete_token(&self, integrator: &str) -> Result<(), StorageError>;
+    fn save_token(&self, integrator: &str, token: &StoredToken) -> Ack<()>;
+    fn delete_token(&self, integrator: &str) -> Ack<()>;
 
-    /// Inserts a delivery, or returns the earlier one with the same (integrator, idempotency key).
-    fn insert_delivery(&self, d: NewDelivery) -> Result<Inserted, StorageError>;
+    /// Inserts a delivery, or answers the earlier one with the same (integrator, idempotency key).
+    fn insert_delivery(&self, d: NewDelivery) -> Ack<Inserted>;
     fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StorageError>;
     /// Newest first; `status`/`integrator` filter when given.
     fn list_deliveries(
@@ -130,7 +184,7 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, StorageError>;
     /// Pending deliveries due at `now_ms`, oldest first.
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StorageError>;
-    fn update_delivery(&self, id: &str, u: &DeliveryUpdate) -> Result<(), StorageError>;
+    fn update_delivery(&self, id: &str, u: &DeliveryUpdate) -> Ack<()>;
     /// Counts by status (for metrics and readiness).
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError>;
 }

@@ -1,15 +1,93 @@
 //! The embedded default: one SQLite file in WAL mode, readable only by its owner.
+//!
+//! Reads run on a reader connection, at once. Writes go to one writer thread that owns the
+//! write connection and commits whatever is queued as one transaction (group commit): while
+//! one commit runs, the next writes gather, so under load a commit carries many writes, and no
+//! async worker thread ever waits on SQLite. Each write's [`Ack`] resolves after its commit.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
 
 use super::*;
 
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// How often the writer checkpoints the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// SQLite-backed [`Storage`].
 pub struct SqliteStorage {
-    conn: Mutex<Connection>,
+    /// The reader connection (for an in-memory database, also the writer's).
+    reader: Arc<Mutex<Connection>>,
+    writes: mpsc::Sender<Write>,
+}
+
+/// A write queued for the writer thread, with where its result goes.
+enum Write {
+    SaveCall {
+        integrator: String,
+        call_id: String,
+        state: String,
+        now_ms: i64,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+    SaveToken {
+        integrator: String,
+        token: StoredToken,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+    DeleteToken {
+        integrator: String,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+    InsertDelivery {
+        new: NewDelivery,
+        payload: String,
+        done: oneshot::Sender<Result<Inserted, StorageError>>,
+    },
+    UpdateDelivery {
+        id: String,
+        update: DeliveryUpdate,
+        result: Option<String>,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
+/// A write's outcome, kept until its transaction commits.
+enum Outcome {
+    Unit(oneshot::Sender<Result<(), StorageError>>, Result<(), StorageError>),
+    Inserted(oneshot::Sender<Result<Inserted, StorageError>>, Box<Result<Inserted, StorageError>>),
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        match self {
+            Outcome::Unit(_, r) => r.is_ok(),
+            Outcome::Inserted(_, r) => r.as_ref().is_ok(),
+        }
+    }
+    /// Replaces a success by `e` (its transaction did not commit).
+    fn fail(self, e: &StorageError) -> Outcome {
+        match self {
+            Outcome::Unit(tx, Ok(_)) => Outcome::Unit(tx, Err(e.clone())),
+            Outcome::Inserted(tx, r) if r.is_ok() => Outcome::Inserted(tx, Box::new(Err(e.clone()))),
+            other => other,
+        }
+    }
+    fn send(self) {
+        match self {
+            Outcome::Unit(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Outcome::Inserted(tx, r) => {
+                let _ = tx.send(*r);
+            }
+        }
+    }
 }
 
 const SCHEMA: &str = "
@@ -33,46 +111,243 @@ impl SqliteStorage {
             std::fs::create_dir_all(dir)?;
         }
         create_private(path)?;
-        let conn = Connection::open(path)?;
-        let storage = Self::init(conn)?;
+        let writer = configure(Connection::open(path)?)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = configure(Connection::open(path)?)?;
         spawn_checkpointer(path);
-        Ok(storage)
+        Ok(Self::start(Arc::new(Mutex::new(reader)), Arc::new(Mutex::new(writer))))
     }
 
-    /// An in-memory database (tests, dry-runs).
+    /// An in-memory database (tests, dry-runs): one connection, shared by reads and the writer.
     pub fn in_memory() -> Result<SqliteStorage, StorageError> {
-        Self::init(Connection::open_in_memory()?)
+        let conn = configure(Connection::open_in_memory()?)?;
+        conn.execute_batch(SCHEMA)?;
+        let conn = Arc::new(Mutex::new(conn));
+        Ok(Self::start(conn.clone(), conn))
     }
 
-    fn init(conn: Connection) -> Result<SqliteStorage, StorageError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL).
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Checkpoints (which fsync) run on a background thread, not inside a hook's commit.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.execute_batch(SCHEMA)?;
-        // Statements are prepared once and cached: parsing SQL costs more than running it.
-        conn.set_prepared_statement_cache_capacity(32);
-        Ok(SqliteStorage { conn: Mutex::new(conn) })
+    fn start(reader: Arc<Mutex<Connection>>, writer: Arc<Mutex<Connection>>) -> SqliteStorage {
+        let (tx, rx) = mpsc::channel();
+        // The thread ends when the storage is dropped, after committing what was queued.
+        let spawned = std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || write_loop(&writer, &rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the storage writer thread; writes will fail");
+        }
+        SqliteStorage { reader, writes: tx }
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StorageError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
+    }
+
+    /// Queues a write; a stopped writer fails it at once.
+    fn queue<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write) -> Ack<T> {
+        let (tx, ack) = Ack::channel();
+        if let Err(mpsc::SendError(w)) = self.writes.send(make(tx)) {
+            fail(w, &StorageError::Closed);
+        }
+        ack
     }
 }
 
-/// Copies the WAL back into the database every second from its own connection and thread
-/// (PASSIVE: it never blocks a writer), so commits on the hook path never wait for an fsync
-/// and the WAL does not grow without bound. It ends when the database cannot be opened.
+fn configure(conn: Connection) -> Result<Connection, StorageError> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoints (which fsync) run on a background thread, not inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Statements are prepared once and cached: parsing SQL costs more than running it.
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Resolves a write that never ran with `e`.
+fn fail(w: Write, e: &StorageError) {
+    let out = match w {
+        Write::SaveCall { done, .. }
+        | Write::SaveToken { done, .. }
+        | Write::DeleteToken { done, .. }
+        | Write::UpdateDelivery { done, .. } => Outcome::Unit(done, Err(e.clone())),
+        Write::InsertDelivery { done, .. } => Outcome::Inserted(done, Box::new(Err(e.clone()))),
+    };
+    out.send();
+}
+
+/// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs them in one
+/// transaction, commits, then resolves their acks. A write that fails alone (a constraint)
+/// fails alone; a failed commit fails the whole batch, and nothing of it is acknowledged.
+fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>) {
+    let mut last_checkpoint = Instant::now();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        commit_batch(&conn, batch);
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            checkpoint(&conn);
+            last_checkpoint = Instant::now();
+        }
+    }
+}
+
+/// Copies the WAL back into the database (PASSIVE). Run by the writer between transactions,
+/// it catches up completely, so the next transaction starts the WAL over: under a steady
+/// stream of writes, a checkpoint from another connection never catches up and the WAL
+/// grows without bound. The background checkpointer has usually copied most of it already.
+fn checkpoint(conn: &Connection) {
+    let t0 = Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+        Ok((frames, copied)) => {
+            tracing::debug!(frames, copied, ms = t0.elapsed().as_millis() as u64, "checkpoint")
+        }
+        Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: Vec<Write>) {
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
+        let e = StorageError::from(e);
+        tracing::error!(error = %e, writes = batch.len(), "storage: cannot begin a transaction");
+        batch.into_iter().for_each(|w| fail(w, &e));
+        return;
+    }
+    let mut done: Vec<Outcome> = Vec::with_capacity(batch.len());
+    for w in batch {
+        let out = apply(conn, w);
+        if !out.ok() && conn.is_autocommit() {
+            // The error rolled the transaction back: what ran before it is lost too.
+            let e = StorageError::Db("the transaction was rolled back by an earlier error".into());
+            done = done.into_iter().map(|o| o.fail(&e)).collect();
+            done.push(out);
+            done.into_iter().for_each(Outcome::send);
+            done = Vec::new();
+            if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "storage: cannot begin a transaction");
+            }
+            continue;
+        }
+        done.push(out);
+    }
+    let committed = if conn.is_autocommit() { Ok(()) } else { run(conn, "COMMIT") };
+    if let Err(e) = committed {
+        let e = StorageError::from(e);
+        tracing::error!(error = %e, writes = done.len(), "storage: commit failed");
+        let _ = run(conn, "ROLLBACK");
+        done = done.into_iter().map(|o| o.fail(&e)).collect();
+    }
+    done.into_iter().for_each(Outcome::send);
+}
+
+/// Runs a statement without parameters, prepared once.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs one write inside the writer's transaction.
+fn apply(c: &Connection, w: Write) -> Outcome {
+    let unit = |r: rusqlite::Result<usize>| r.map(|_| ()).map_err(StorageError::from);
+    match w {
+        Write::SaveCall { integrator, call_id, state, now_ms, done } => {
+            let r = c
+                .prepare_cached(
+                    "INSERT INTO call_state (integrator, call_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (integrator, call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .and_then(|mut st| st.execute(params![integrator, call_id, state, now_ms]));
+            Outcome::Unit(done, unit(r))
+        }
+        Write::SaveToken { integrator, token: t, done } => {
+            let r = c
+                .prepare_cached(
+                    "INSERT INTO tokens (integrator, access_token, refresh_token, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (integrator) DO UPDATE SET access_token = excluded.access_token,
+                       refresh_token = excluded.refresh_token, expires_at = excluded.expires_at",
+                )
+                .and_then(|mut st| st.execute(params![integrator, t.access_token, t.refresh_token, t.expires_at_ms]));
+            Outcome::Unit(done, unit(r))
+        }
+        Write::DeleteToken { integrator, done } => {
+            let r = c
+                .prepare_cached("DELETE FROM tokens WHERE integrator = ?1")
+                .and_then(|mut st| st.execute(params![integrator]));
+            Outcome::Unit(done, unit(r))
+        }
+        Write::InsertDelivery { new, payload, done } => {
+            Outcome::Inserted(done, Box::new(insert_delivery(c, new, payload)))
+        }
+        Write::UpdateDelivery { id, update: u, result, done } => {
+            let r = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
+                       result = COALESCE(?6, result), updated_at = ?7 WHERE id = ?1",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id,
+                        u.status.as_str(),
+                        u.attempts,
+                        u.next_attempt_at_ms,
+                        u.last_error,
+                        result,
+                        u.now_ms
+                    ])
+                });
+            Outcome::Unit(done, unit(r))
+        }
+    }
+}
+
+fn insert_delivery(c: &Connection, d: NewDelivery, payload: String) -> Result<Inserted, StorageError> {
+    if let Some(key) = &d.idempotency_key {
+        let prev = c
+            .prepare_cached("SELECT * FROM deliveries WHERE integrator = ?1 AND idempotency_key = ?2")?
+            .query_row(params![d.integrator, key], delivery_from_row)
+            .optional()?;
+        if let Some(prev) = prev {
+            return Ok(Inserted::Duplicate(prev));
+        }
+    }
+    c.prepare_cached(
+        "INSERT INTO deliveries (id, integrator, hook, call_id, payload, idempotency_key, status, attempts,
+           next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7)",
+    )?
+    .execute(params![d.id, d.integrator, d.hook, d.call_id, payload, d.idempotency_key, d.now_ms])?;
+    Ok(Inserted::New(Delivery {
+        seq: c.last_insert_rowid(),
+        id: d.id,
+        integrator: d.integrator,
+        hook: d.hook,
+        call_id: d.call_id,
+        payload: d.payload,
+        idempotency_key: d.idempotency_key,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at_ms: d.now_ms,
+        last_error: None,
+        result: None,
+        created_at_ms: d.now_ms,
+        updated_at_ms: d.now_ms,
+    }))
+}
+
+/// Copies the WAL back into the database four times a second from its own connection and
+/// thread (PASSIVE: it never blocks the writer), so that most of the copying and its fsyncs
+/// happen off the writer thread, whose own checkpoint then has little left to do. It ends
+/// when the database file is gone.
 fn spawn_checkpointer(path: &Path) {
     let path = path.to_path_buf();
     let _ = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
         let Ok(conn) = Connection::open(&path) else { return };
-        let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+        let _ = conn.busy_timeout(Duration::from_millis(100));
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(250));
             if !path.exists() {
                 return;
             }
@@ -127,14 +402,18 @@ impl Storage for SqliteStorage {
         s.map(|s| serde_json::from_str(&s).map_err(|e| StorageError::Corrupt(e.to_string()))).transpose()
     }
 
-    fn save_call(&self, integrator: &str, call_id: &str, state: &CallState) -> Result<(), StorageError> {
-        let s = serde_json::to_string(state).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        self.with(|c| {
-            c.prepare_cached("INSERT INTO call_state (integrator, call_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (integrator, call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at")?.execute(params![integrator, call_id, s, now_ms()],
-            )
-        })?;
-        Ok(())
+    fn save_call(&self, integrator: &str, call_id: &str, state: &CallState) -> Ack<()> {
+        let state = match serde_json::to_string(state) {
+            Ok(s) => s,
+            Err(e) => return Ack::ready(Err(StorageError::Corrupt(e.to_string()))),
+        };
+        self.queue(|done| Write::SaveCall {
+            integrator: integrator.to_string(),
+            call_id: call_id.to_string(),
+            state,
+            now_ms: now_ms(),
+            done,
+        })
     }
 
     fn load_token(&self, integrator: &str) -> Result<Option<StoredToken>, StorageError> {
@@ -147,56 +426,19 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn save_token(&self, integrator: &str, t: &StoredToken) -> Result<(), StorageError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO tokens (integrator, access_token, refresh_token, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (integrator) DO UPDATE SET access_token = excluded.access_token,
-                   refresh_token = excluded.refresh_token, expires_at = excluded.expires_at",
-            )?
-            .execute(params![integrator, t.access_token, t.refresh_token, t.expires_at_ms])
-        })?;
-        Ok(())
+    fn save_token(&self, integrator: &str, t: &StoredToken) -> Ack<()> {
+        self.queue(|done| Write::SaveToken { integrator: integrator.to_string(), token: t.clone(), done })
     }
 
-    fn delete_token(&self, integrator: &str) -> Result<(), StorageError> {
-        self.with(|c| c.prepare_cached("DELETE FROM tokens WHERE integrator = ?1")?.execute(params![integrator]))?;
-        Ok(())
+    fn delete_token(&self, integrator: &str) -> Ack<()> {
+        self.queue(|done| Write::DeleteToken { integrator: integrator.to_string(), done })
     }
 
-    fn insert_delivery(&self, d: NewDelivery) -> Result<Inserted, StorageError> {
-        let payload = serde_json::to_string(&d.payload).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        self.with(|c| {
-            if let Some(key) = &d.idempotency_key {
-                let prev = c
-                    .query_row(
-                        "SELECT * FROM deliveries WHERE integrator = ?1 AND idempotency_key = ?2",
-                        params![d.integrator, key],
-                        delivery_from_row,
-                    )
-                    .optional()?;
-                if let Some(prev) = prev {
-                    return Ok(Inserted::Duplicate(prev));
-                }
-            }
-            c.prepare_cached(
-                "INSERT INTO deliveries (id, integrator, hook, call_id, payload, idempotency_key, status, attempts,
-                   next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7)",
-            )?
-            .execute(params![
-                d.id,
-                d.integrator,
-                d.hook,
-                d.call_id,
-                payload,
-                d.idempotency_key,
-                d.now_ms
-            ])?;
-            let row = c
-                .prepare_cached("SELECT * FROM deliveries WHERE id = ?1")?
-                .query_row(params![d.id], delivery_from_row)?;
-            Ok(Inserted::New(row))
-        })
+    fn insert_delivery(&self, d: NewDelivery) -> Ack<Inserted> {
+        match serde_json::to_string(&d.payload) {
+            Ok(payload) => self.queue(|done| Write::InsertDelivery { new: d, payload, done }),
+            Err(e) => Ack::ready(Err(StorageError::Corrupt(e.to_string()))),
+        }
     }
 
     fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StorageError> {
@@ -234,24 +476,9 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn update_delivery(&self, id: &str, u: &DeliveryUpdate) -> Result<(), StorageError> {
+    fn update_delivery(&self, id: &str, u: &DeliveryUpdate) -> Ack<()> {
         let result = u.result.as_ref().map(|r| r.to_string());
-        self.with(|c| {
-            c.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
-                   result = COALESCE(?6, result), updated_at = ?7 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                u.status.as_str(),
-                u.attempts,
-                u.next_attempt_at_ms,
-                u.last_error,
-                result,
-                u.now_ms
-            ])
-        })?;
-        Ok(())
+        self.queue(|done| Write::UpdateDelivery { id: id.to_string(), update: u.clone(), result, done })
     }
 
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError> {
@@ -274,7 +501,7 @@ mod tests {
         let s = SqliteStorage::open(&path).unwrap();
         let mut st = CallState::default();
         st.results.insert("call_log_id".into(), json!("77"));
-        s.save_call("i", "c1", &st).unwrap();
+        s.save_call("i", "c1", &st).wait().unwrap();
         assert_eq!(s.load_call("i", "c1").unwrap(), Some(st));
         assert_eq!(s.load_call("other", "c1").unwrap(), None);
         #[cfg(unix)]
@@ -282,6 +509,68 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    fn new_delivery(id: &str, key: Option<&str>) -> NewDelivery {
+        NewDelivery {
+            id: id.into(),
+            integrator: "i".into(),
+            hook: "saveLogCRM".into(),
+            call_id: Some("c".into()),
+            payload: json!({"call_id": "c"}),
+            idempotency_key: key.map(str::to_string),
+            now_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_failing_write_fails_alone_and_the_others_commit() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let mut st = CallState::default();
+        st.results.insert("k".into(), json!(1));
+        // Queued back to back, so usually one transaction; the outcome is the same either way.
+        let first = s.insert_delivery(new_delivery("a", None));
+        let same_id = s.insert_delivery(new_delivery("a", None));
+        let save = s.save_call("i", "c", &st);
+        assert!(matches!(first.wait().unwrap(), Inserted::New(d) if d.seq > 0 && d.payload == json!({"call_id": "c"})));
+        assert!(matches!(same_id.wait(), Err(StorageError::Db(m)) if m.contains("UNIQUE")));
+        save.wait().unwrap();
+        assert_eq!(s.load_call("i", "c").unwrap(), Some(st));
+        assert!(s.get_delivery("a").unwrap().is_some());
+        assert_eq!(s.count_deliveries(DeliveryStatus::Pending).unwrap(), 1);
+    }
+
+    #[test]
+    fn an_acknowledged_write_is_visible_to_every_reader_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStorage::open(&dir.path().join("db.sqlite")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for n in 0..100 {
+                        let mut st = CallState::default();
+                        st.results.insert("n".into(), json!(n));
+                        let call = format!("t{t}-{n}");
+                        s.save_call("i", &call, &st).wait().unwrap();
+                        // Read through the other connection right after the ack.
+                        assert_eq!(s.load_call("i", &call).unwrap(), Some(st), "{call}");
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        // A second handle on the same file (another process, say) sees them all.
+        let again = SqliteStorage::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(again.load_call("i", "t7-99").unwrap().unwrap().results["n"], json!(99));
+    }
+
+    #[test]
+    fn writes_after_the_writer_stopped_fail_instead_of_hanging() {
+        let (tx, rx) = mpsc::channel::<Write>();
+        drop(rx);
+        let s = SqliteStorage { reader: Arc::new(Mutex::new(Connection::open_in_memory().unwrap())), writes: tx };
+        assert!(matches!(s.save_call("i", "c", &CallState::default()).wait(), Err(StorageError::Closed)));
     }
 
     #[test]
@@ -296,8 +585,8 @@ mod tests {
             idempotency_key: Some("k1".into()),
             now_ms: 1,
         };
-        assert!(matches!(s.insert_delivery(nd("a")).unwrap(), Inserted::New(_)));
-        match s.insert_delivery(nd("b")).unwrap() {
+        assert!(matches!(s.insert_delivery(nd("a")).wait().unwrap(), Inserted::New(_)));
+        match s.insert_delivery(nd("b")).wait().unwrap() {
             Inserted::Duplicate(d) => assert_eq!(d.id, "a"),
             other => panic!("{other:?}"),
         }
