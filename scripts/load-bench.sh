@@ -11,7 +11,9 @@
 #   2. an nginx reverse proxy (keepalive upstream) on :18082 in front of that fake CRM — the
 #      ceiling for anything that sits in the middle on this machine;
 #   3. `callbridge serve` on :18083 running bench/config (a shipped-style integration: OAuth
-#      client-credentials token, savePreLogCRM → POST /calls, extract $.id) against the fake CRM.
+#      client-credentials token, savePreLogCRM → POST /calls, extract $.id) against the fake CRM;
+#   and, for reference, examples/relay.rs on :18085: a minimal hand-written axum + reqwest relay
+#   doing the same transformation with nothing declarative, durable or observable in it.
 # Then: latency at a fixed 1,000 hooks/s (examples/loadgen.rs, open loop) direct vs callbridge;
 # a cold-cache burst of 1,000 concurrent hooks on a fresh state file (token requests counted
 # from /metrics and from nginx's log of /oauth/token); serve with 10,000 integrators (validate
@@ -63,6 +65,7 @@ CRM_PORT=18081
 PROXY_PORT=18082
 CB_PORT=18083
 CB10K_PORT=18084
+RELAY_PORT=18085
 HOST=127.0.0.1
 NCPU=$(nproc)
 HZ=$(getconf CLK_TCK)
@@ -93,21 +96,22 @@ fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge $((BURST + 512)) ] || say "warning: open-file limit $(ulimit -n) is low for a burst of $BURST"
 
-for p in $CRM_PORT $PROXY_PORT $CB_PORT $CB10K_PORT; do
+for p in $CRM_PORT $PROXY_PORT $CB_PORT $CB10K_PORT $RELAY_PORT; do
   if curl -s -o /dev/null --max-time 1 "http://$HOST:$p/"; then die "port $p is in use"; fi
 done
 
 # ── build ─────────────────────────────────────────────────────────────────────────────────
 if [ "$SKIP_BUILD" != 1 ]; then
-  say "building (cargo build --release; --example loadgen)"
+  say "building (cargo build --release; --example loadgen, --example relay)"
   [ -n "${BENCH_BIN:-}" ] || cargo build --release --quiet
-  cargo build --release --quiet --example loadgen
+  cargo build --release --quiet --example loadgen --example relay
 fi
 WORK=$(mktemp -d /tmp/load-bench.XXXXXX)
 mkdir -p "$WORK/bin" "$WORK/nginx"
 # Copies: a rebuild of target/ during the run does not change what is measured.
 cp "${BENCH_BIN:-target/release/callbridge}" "$WORK/bin/callbridge"
 cp target/release/examples/loadgen "$WORK/bin/loadgen"
+cp target/release/examples/relay "$WORK/bin/relay"
 BIN=$WORK/bin/callbridge
 LOADGEN=$WORK/bin/loadgen
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
@@ -119,12 +123,13 @@ REV="$REV, binary sha256 $(sha256sum "$BIN" | cut -c1-12)"
 # ── processes ─────────────────────────────────────────────────────────────────────────────
 NGINX_PID=""
 SERVE_PID=""
+RELAY_PID=""
 cleanup() {
   local rc=$?
-  for pid in $SERVE_PID $NGINX_PID; do
+  for pid in $SERVE_PID $RELAY_PID $NGINX_PID; do
     kill -TERM "$pid" 2>/dev/null || true
   done
-  for pid in $SERVE_PID $NGINX_PID; do
+  for pid in $SERVE_PID $RELAY_PID $NGINX_PID; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -227,8 +232,9 @@ run_wrk() {
   local label=$1 url=$2 key=$3 rep=$4 kind=${5:-}
   local out=$WORK/wrk-$label-$rep.txt base="http://$HOST:$CB_PORT"
   [ "${NO_QUIET_WAIT:-0}" = 1 ] || wait_quiet
-  local server_pids
-  if [ -n "$kind" ]; then server_pids="$SERVE_PID $(nginx_pids)"; else server_pids=$(nginx_pids); fi
+  # The process measured besides nginx: callbridge (write/read), the relay (relay), none.
+  local own=""
+  case "$kind" in write|read) own=$SERVE_PID ;; relay) own=$RELAY_PID ;; esac
   local m0=0 c0=0
   if [ "$kind" = write ]; then
     m0=$(metric "$base" 'callbridge_deliveries_total{integrator="bench",hook="savePreLogCRM",outcome="delivered"}')
@@ -237,7 +243,7 @@ run_wrk() {
     m0=$(metric "$base" 'callbridge_hooks_total{integrator="bench",hook="getDataIframe",outcome="ok"}')
   fi
   local cb0 ng0 sb0 t0 rc=0
-  cb0=$( [ -n "$kind" ] && ticks_of "$SERVE_PID" || echo 0 )
+  cb0=$( [ -n "$own" ] && ticks_of "$own" || echo 0 )
   ng0=$(ticks_of $(nginx_pids))
   sb0=$(sys_busy)
   t0=$(date +%s%N)
@@ -247,7 +253,7 @@ run_wrk() {
   local elapsed_ticks sb1 cb1 ng1
   elapsed_ticks=$(( ($(date +%s%N) - t0) * HZ / 1000000000 ))
   sb1=$(sys_busy); ng1=$(ticks_of $(nginx_pids))
-  cb1=$( [ -n "$kind" ] && ticks_of "$SERVE_PID" || echo 0 )
+  cb1=$( [ -n "$own" ] && ticks_of "$own" || echo 0 )
   sleep 0.3   # deliveries answered as wrk stopped are recorded
   local rps p50 p99 max reqs non2xx sockerr
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
@@ -259,7 +265,7 @@ run_wrk() {
   sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out"); sockerr=${sockerr:-0}
   local wrk_ticks server_ticks other_ticks
   wrk_ticks=$(awk '{ printf "%d", ($1 + $2) * '"$HZ"' }' "$out.cpu" 2>/dev/null || echo 0)
-  if [ -n "$kind" ]; then server_ticks=$((cb1 - cb0 + ng1 - ng0)); else server_ticks=$((ng1 - ng0)); fi
+  server_ticks=$((cb1 - cb0 + ng1 - ng0))
   other_ticks=$(( (sb1 - sb0) - (cb1 - cb0) - (ng1 - ng0) - wrk_ticks ))
   [ "$other_ticks" -ge 0 ] || other_ticks=0
   local cpu_us wrk_pct other_pct
@@ -286,7 +292,7 @@ run_wrk() {
   elif [ "$bad" != 0 ]; then
     fail "$label run $rep: $non2xx non-2xx answers, $sockerr socket errors"
   fi
-  if [ -n "$kind" ] && ! alive "$SERVE_PID"; then fail "$label run $rep: callbridge serve died"; fi
+  if [ -n "$own" ] && ! alive "$own"; then fail "$label run $rep: the server under test died"; fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rep" "$rps" "$p50" "$p99" "$max" "$reqs" "$bad" \
     "$cpu_us" "$wrk_pct" "$other_pct" >> "$RESULTS"
   say "  $label #$rep: ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  max ${max} ms  ($reqs requests, $bad errors;" \
@@ -328,8 +334,12 @@ say "work directory $WORK; callbridge $REV"
 say "starting nginx (fake CRM :$CRM_PORT, proxy :$PROXY_PORT, worker_processes $NGINX_WORKERS)"
 start_nginx
 NGINX_WORKER_COUNT=$(pgrep -P "$NGINX_PID" | wc -l)
-say "starting callbridge serve :$CB_PORT (bench/config)"
+say "starting callbridge serve :$CB_PORT (bench/config) and the hand-written relay :$RELAY_PORT"
 start_serve serve bench/config "$WORK/state.db" "$CB_PORT"
+"$WORK/bin/relay" --listen "$HOST:$RELAY_PORT" --crm "http://$HOST:$CRM_PORT/calls" > "$WORK/relay.log" 2>&1 &
+RELAY_PID=$!
+RELAY=http://$HOST:$RELAY_PORT/hook
+for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 "http://$HOST:$RELAY_PORT/" && break; sleep 0.1; done
 
 DIRECT=http://$HOST:$CRM_PORT/calls
 PROXY=http://$HOST:$PROXY_PORT/calls
@@ -337,7 +347,7 @@ CB_WRITE=http://$HOST:$CB_PORT/v1/integrators/bench/hooks/savePreLogCRM
 CB_READ=http://$HOST:$CB_PORT/v1/integrators/bench/hooks/getDataIframe
 
 say "warm-up (3 s per path; callbridge fetches and caches its token here)"
-for u in "$DIRECT bench-token" "$PROXY bench-token" "$CB_WRITE bench-key"; do
+for u in "$DIRECT bench-token" "$PROXY bench-token" "$RELAY bench-token" "$CB_WRITE bench-key"; do
   set -- $u
   BENCH_RUN="warm-$$" BENCH_KEY=$2 wrk -t"$THREADS" -c"$CONNS" -d3s -s bench/wrk-hook.lua "$1" > "$WORK/wrk-warmup.txt" 2>&1 \
     || fail "warm-up of $1: $(tail -2 "$WORK/wrk-warmup.txt")"
@@ -347,8 +357,10 @@ say "wrk -t$THREADS -c$CONNS -d$DURATION --latency, $RUNS runs per path, paths i
 for rep in $(seq "$RUNS"); do
   run_wrk direct "$DIRECT" bench-token "$rep"
   run_wrk proxy "$PROXY" bench-token "$rep"
+  run_wrk relay "$RELAY" bench-token "$rep" relay
   run_wrk callbridge "$CB_WRITE" bench-key "$rep" write
 done
+kill -TERM "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; RELAY_PID=""
 if [ "$EXTRAS" = 1 ]; then
   say "extra: getDataIframe (synchronous read: GET /contacts with the cached token, answer what it found)"
   for rep in $(seq "$RUNS"); do run_wrk callbridge-read "$CB_READ" bench-key "$rep" read; done
@@ -462,8 +474,12 @@ row() { # LABEL TITLE
   printf '  %-34s %8.0f %8.0f %8.0f   %7.3f   %7.3f %7.3f %7.3f   %8.3f   %6.0f   %3.0f%% %3.0f%%\n' "$t" $r \
     "$(med "$l" 4)" $p9 "$(med "$l" 6)" "$(med "$l" 9)" "$(med "$l" 10)" "$(med "$l" 11)"
 }
-D_RPS=$(med direct 3); P_RPS=$(med proxy 3); C_RPS=$(med callbridge 3)
+D_RPS=$(med direct 3); P_RPS=$(med proxy 3); C_RPS=$(med callbridge 3); H_RPS=$(med relay 3)
 RATIO=$(awk -v c="$C_RPS" -v p="$P_RPS" 'BEGIN { printf "%.3f", p ? c / p : 0 }')
+H_RATIO=$(awk -v c="$H_RPS" -v p="$P_RPS" 'BEGIN { printf "%.3f", p ? c / p : 0 }')
+CH_RATIO=$(awk -v c="$C_RPS" -v h="$H_RPS" 'BEGIN { printf "%.3f", h ? c / h : 0 }')
+R_RPS=$(med callbridge-read 3)
+R_RATIO=$(awk -v c="$R_RPS" -v p="$P_RPS" 'BEGIN { printf "%.3f", p ? c / p : 0 }')
 ADD50=$(awk -v c="$(med callbridge 4)" -v d="$(med direct 4)" 'BEGIN { printf "%+.3f", c - d }')
 ADD99=$(awk -v c="$(med callbridge 5)" -v d="$(med direct 5)" 'BEGIN { printf "%+.3f", c - d }')
 R_ADD50=$(awk -v c="$(lg rate-callbridge p50_ms)" -v d="$(lg rate-direct p50_ms)" 'BEGIN { printf "%+.3f", c - d }')
@@ -486,20 +502,22 @@ echo "           The same generator drives the three paths; it shares the $NCPU 
 echo "           (its CPU share is the 'wrk' column), so every path pays the same tax and the comparison is fair."
 echo "serve:     --max-concurrent $MAX_CONCURRENT (raised from 64: the 1,000-hook burst would be answered 429); other limits at"
 echo "           their defaults (--workers 32 ≥ 32 connections, --body-limit 256 KiB ≫ the 390-byte payload, --wait-timeout 10s);"
-echo "           logs at the default level (info: 3 lines per write hook) to a file; SQLite WAL, synchronous=NORMAL."
+echo "           logs at the default level (info: 2 lines per write hook) to a file; SQLite WAL, synchronous=NORMAL."
 echo
 echo "throughput and latency under wrk (closed loop, $CONNS connections)"
 echo "                                     hooks/s (req/s)               p50 ms    p99 ms                      max ms    server   wrk  others"
 echo "  path                                  min   median      max   median      min  median     max      median   µs CPU/req  CPU   CPU"
 row direct "1 fake CRM direct (nginx)"
 row proxy "2 nginx proxy → fake CRM"
+row relay "  reference: hand-written relay"
 row callbridge "3 callbridge serve (write, sync)"
 row callbridge-read "  extra: getDataIframe (sync read)"
 row callbridge-warnlog "  extra: write, RUST_LOG=warn"
 row callbridge-profiled "  extra: write under perf record"
-echo "  (server µs CPU/req: nginx's CPU for paths 1–2; callbridge's + nginx's for callbridge; 'others' = CPU used by other processes during the run)"
+echo "  (server µs CPU/req: nginx's CPU for paths 1–2; the relay's or callbridge's + nginx's for those; 'others' = CPU used by other processes during the run)"
 echo
-echo "  ratio callbridge ÷ proxy (median hooks/s):   $C_RPS ÷ $P_RPS = $RATIO"
+echo "  ratio callbridge ÷ proxy (median hooks/s):   $C_RPS ÷ $P_RPS = $RATIO   (getDataIframe: $R_RPS ÷ $P_RPS = $R_RATIO)"
+echo "  ratio hand-written relay ÷ proxy:            $H_RPS ÷ $P_RPS = $H_RATIO;   callbridge ÷ relay = $CH_RATIO"
 echo "  callbridge added latency under wrk (median): p50 $ADD50 ms, p99 $ADD99 ms (callbridge − direct)"
 echo
 echo "fixed rate: $RATE hooks/s for $RATE_SECS s, open loop (examples/loadgen.rs), first second left out"
