@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::model::Hook;
 use crate::request::{RequestView, redact_value};
 use crate::resolve::{CallState, Scope, resolve};
-use crate::storage::Storage;
+use crate::storage::{Ack, Storage};
 
 pub use crate::resolve::DRY_RUN_TOKEN;
 
@@ -132,7 +132,8 @@ impl Engine {
         locks.entry((integrator.to_string(), call_id.to_string())).or_default().clone()
     }
 
-    /// Runs `hook` for `integrator_id` with the call payload `call`.
+    /// Runs `hook` for `integrator_id` with the call payload `call`. When it returns, what the
+    /// hook stored for the call is durable.
     pub async fn run_hook(
         &self,
         catalog: &Catalog,
@@ -141,8 +142,32 @@ impl Engine {
         call: &Value,
         mode: &Mode,
     ) -> Result<HookOutcome, HookError> {
+        let (out, saved) = self.run_hook_deferred(catalog, integrator_id, hook, call, mode).await;
+        let durable = match saved {
+            Some(ack) => ack.await,
+            None => Ok(()),
+        };
+        match (out, durable) {
+            (Ok(_), Err(e)) => Err(e.into()),
+            (out, _) => out,
+        }
+    }
+
+    /// [`Engine::run_hook`] without waiting for the call state to be committed: the ack of its
+    /// last save comes back instead. The caller must await it — or the ack of a write it makes
+    /// later, which commits after it — before it acknowledges anything (the delivery worker
+    /// records the delivery's outcome and awaits that). Reads see the state at once.
+    pub async fn run_hook_deferred(
+        &self,
+        catalog: &Catalog,
+        integrator_id: &str,
+        hook: Hook,
+        call: &Value,
+        mode: &Mode,
+    ) -> (Result<HookOutcome, HookError>, Option<Ack<()>>) {
         let started = Instant::now();
-        let out = self.run_hook_inner(catalog, integrator_id, hook, call, mode).await;
+        let mut saved = None;
+        let out = self.run_hook_inner(catalog, integrator_id, hook, call, mode, &mut saved).await;
         if matches!(mode, Mode::Execute) {
             let outcome = match &out {
                 Ok(_) => "ok",
@@ -154,9 +179,10 @@ impl Engine {
             );
             self.metrics.observe("callbridge_hook_seconds", &[("hook", hook.as_str())], started.elapsed());
         }
-        out
+        (out, saved)
     }
 
+    /// Runs the hook; `saved` receives the ack of the last call-state save.
     async fn run_hook_inner(
         &self,
         catalog: &Catalog,
@@ -164,6 +190,7 @@ impl Engine {
         hook: Hook,
         call: &Value,
         mode: &Mode,
+        saved: &mut Option<Ack<()>>,
     ) -> Result<HookOutcome, HookError> {
         let integrator =
             catalog.integrator(integrator_id).ok_or_else(|| HookError::UnknownIntegrator(integrator_id.to_string()))?;
@@ -189,33 +216,19 @@ impl Engine {
         let mut steps = Vec::new();
         let mut secrets: Vec<String> = integrator.secrets.clone();
         // The state is saved after every step that ran (a crash after step 2 of 3 keeps what
-        // steps 1 and 2 extracted); writes commit in order, so the last save's ack covers them
-        // all. It is awaited before the hook returns, whether it failed or not, and before the
-        // call's lock is released: the call's next hook reads it.
-        let mut saved = None;
-        let mut failed = None;
+        // steps 1 and 2 extracted). Storage shows a save to reads at once and commits saves in
+        // order, so the last save's ack covers them all and the call's next hook may start
+        // before it resolves; the caller awaits it before acknowledging anything.
         for e in integration.steps(hook) {
-            match self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await {
-                Ok(report) => {
-                    if execute
-                        && report.ran
-                        && let Some(c) = &call_id
-                    {
-                        saved = Some(self.store.save_call(integrator_id, c, &state));
-                    }
-                    steps.push(report);
-                }
-                Err(err) => {
-                    failed = Some(err);
-                    break;
-                }
+            let report =
+                self.run_step(catalog, integration, integrator, hook, call, &mut state, e, mode, &mut secrets).await?;
+            if execute
+                && report.ran
+                && let Some(c) = &call_id
+            {
+                *saved = Some(self.store.save_call(integrator_id, c, &state));
             }
-        }
-        if let Some(ack) = saved {
-            ack.await?;
-        }
-        if let Some(err) = failed {
-            return Err(err);
+            steps.push(report);
         }
         // What the hook answers is masked like everything else printed: a CRM may echo a
         // token or key back. The stored call state keeps the real values.

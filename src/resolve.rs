@@ -318,19 +318,28 @@ fn source_value(
     let ts = &catalog.templates;
     let render_err =
         |source| ResolveError::Render { endpoint: e.name.clone(), what: format!("parameter '{}'", s.key), source };
-    let (raw, from): (Option<Value>, String) = match &s.kind {
-        SourceKind::Field(f) => (scope.integrator.fields.get(f).cloned(), format!("field '{f}'")),
-        SourceKind::Token => (scope.token.map(|t| Value::String(t.to_string())), "the access token".into()),
-        SourceKind::Call(path) => (lookup(scope.call, path).cloned(), format!("call payload key '{}'", path.join("."))),
-        SourceKind::Result(r) => (scope.state.results.get(r).cloned(), format!("result '{r}'")),
-        SourceKind::Value(t) => (Some(render_tpl(ts, t, ctx).map_err(render_err)?), "value".into()),
+    let raw: Option<Value> = match &s.kind {
+        SourceKind::Field(f) => scope.integrator.fields.get(f).cloned(),
+        SourceKind::Token => scope.token.map(|t| Value::String(t.to_string())),
+        SourceKind::Call(path) => lookup(scope.call, path).cloned(),
+        SourceKind::Result(r) => scope.state.results.get(r).cloned(),
+        SourceKind::Value(t) => Some(render_tpl(ts, t, ctx).map_err(render_err)?),
     };
     let raw = match raw {
-        Some(v) if !v.is_null() && v != Value::String(String::new()) => v,
+        Some(v) if !v.is_null() && v.as_str() != Some("") => v,
         _ => match &s.default {
             Some(d) => d.clone(),
             None if s.optional => return Ok(None),
-            None => return Err(ResolveError::MissingValue { endpoint: e.name.clone(), param: s.key.clone(), from }),
+            None => {
+                let from = match &s.kind {
+                    SourceKind::Field(f) => format!("field '{f}'"),
+                    SourceKind::Token => "the access token".into(),
+                    SourceKind::Call(path) => format!("call payload key '{}'", path.join(".")),
+                    SourceKind::Result(r) => format!("result '{r}'"),
+                    SourceKind::Value(_) => "value".into(),
+                };
+                return Err(ResolveError::MissingValue { endpoint: e.name.clone(), param: s.key.clone(), from });
+            }
         },
     };
     let raw_text = as_text(&raw);

@@ -234,6 +234,9 @@ fn retry(store: Arc<dyn Storage>, cat: Catalog, ids: &[String], max_attempts: u3
         let d = applied(d, &reset);
         let a = rt.block_on(attempt(&engine, &cat, &d, &plan));
         store.update_delivery(id, &a.update).wait()?;
+        if let Some(state) = a.saved {
+            state.wait()?;
+        }
         let after = applied(d, &a.update);
         let r = redactor_for(&cat, &after.integrator);
         if let Some(e) = &a.error {

@@ -22,7 +22,7 @@ use crate::error::HookError;
 use crate::hooks::{Engine, HookOutcome, Mode};
 use crate::model::Hook;
 use crate::redact::Redactor;
-use crate::storage::{Delivery, DeliveryStatus, DeliveryUpdate, Storage, StorageError, now_ms};
+use crate::storage::{Ack, Delivery, DeliveryStatus, DeliveryUpdate, Storage, StorageError, now_ms};
 
 /// Most pending deliveries read from storage at start.
 const LOAD_LIMIT: usize = 100_000;
@@ -54,19 +54,22 @@ impl RetryPlan {
     }
 }
 
-/// What one attempt did: the record's new state, and the error when it failed.
+/// What one attempt did: the record's new state, the error when it failed, and the ack of
+/// the call state it saved (see [`Engine::run_hook_deferred`]): await it, or the update's ack
+/// (which commits after it), before telling anyone the outcome.
 pub struct Attempt {
     pub update: DeliveryUpdate,
     pub error: Option<HookError>,
+    pub saved: Option<Ack<()>>,
 }
 
 /// Runs a stored delivery's hook once and says what the record becomes: delivered; pending
 /// again (a transient failure with attempts left); or dead (a permanent failure, or the last attempt).
 pub async fn attempt(engine: &Engine, catalog: &Catalog, d: &Delivery, plan: &RetryPlan) -> Attempt {
     let attempts = d.attempts + 1;
-    let result = match Hook::parse(&d.hook) {
-        Some(hook) => engine.run_hook(catalog, &d.integrator, hook, &d.payload, &Mode::Execute).await,
-        None => Err(HookError::BadCall(format!("stored hook '{}' is not a hook", d.hook))),
+    let (result, saved) = match Hook::parse(&d.hook) {
+        Some(hook) => engine.run_hook_deferred(catalog, &d.integrator, hook, &d.payload, &Mode::Execute).await,
+        None => (Err(HookError::BadCall(format!("stored hook '{}' is not a hook", d.hook))), None),
     };
     let now = now_ms();
     let redactor =
@@ -82,6 +85,7 @@ pub async fn attempt(engine: &Engine, catalog: &Catalog, d: &Delivery, plan: &Re
                 now_ms: now,
             },
             error: None,
+            saved,
         },
         Err(e) => {
             let message = redactor.redact(&e.to_string());
@@ -105,7 +109,7 @@ pub async fn attempt(engine: &Engine, catalog: &Catalog, d: &Delivery, plan: &Re
                     now_ms: now,
                 }
             };
-            Attempt { update, error: Some(e) }
+            Attempt { update, error: Some(e), saved }
         }
     }
 }
@@ -385,7 +389,11 @@ impl Outbox {
             let span = tracing::info_span!("delivery", id = %current.id, integrator = %current.integrator, hook = %current.hook, attempt = current.attempts + 1);
             let catalog = self.catalog.get();
             let a = attempt(&self.engine, &catalog, &current, &self.plan).instrument(span).await;
-            let saved = self.store.update_delivery(&current.id, &a.update).await;
+            // One wait covers both writes: the update commits with or after the call state.
+            let saved = match (self.store.update_delivery(&current.id, &a.update).await, a.saved) {
+                (Ok(()), Some(state)) => state.await,
+                (r, _) => r,
+            };
             // The permit is held until the outcome is recorded, so a drain waits for it.
             drop(permit);
             let after = applied(current, &a.update);

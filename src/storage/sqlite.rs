@@ -5,7 +5,9 @@
 //! one commit runs, the next writes gather, so under load a commit carries many writes, and no
 //! async worker thread ever waits on SQLite. Each write's [`Ack`] resolves after its commit.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,32 @@ pub struct SqliteStorage {
     /// The reader connection (for an in-memory database, also the writer's).
     reader: Arc<Mutex<Connection>>,
     writes: mpsc::Sender<Write>,
+    unsaved: Arc<Unsaved>,
+}
+
+/// Call states queued for the writer and not committed yet, by (integrator, call id), with
+/// the version of the latest save: reads see a save at once, before its commit, so a caller
+/// need not wait for the commit to hand the call over (the commit is awaited before anything
+/// is acknowledged). An entry leaves when its write has committed or failed.
+#[derive(Default)]
+struct Unsaved {
+    states: Mutex<HashMap<(String, String), (u64, CallState)>>,
+    version: AtomicU64,
+}
+
+impl Unsaved {
+    /// Drops the entries of these writes unless a later save replaced them.
+    fn settle(&self, written: &[((String, String), u64)]) {
+        if written.is_empty() {
+            return;
+        }
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, version) in written {
+            if states.get(key).is_some_and(|(v, _)| v == version) {
+                states.remove(key);
+            }
+        }
+    }
 }
 
 /// A write queued for the writer thread, with where its result goes.
@@ -32,6 +60,7 @@ enum Write {
         integrator: String,
         call_id: String,
         state: String,
+        version: u64,
         now_ms: i64,
         done: oneshot::Sender<Result<(), StorageError>>,
     },
@@ -90,18 +119,25 @@ impl Outcome {
     }
 }
 
+/// Every commit writes each page it changed to the WAL, so the schema keeps the pages a write
+/// hook touches few: call state is one B-tree (WITHOUT ROWID); delivery ids are time-ordered,
+/// so their index grows at its end; `seq` is a plain rowid (no AUTOINCREMENT bookkeeping
+/// table; rows are never deleted, so it only grows); and only pending and dead deliveries are
+/// indexed by status — a delivered one leaves the index instead of moving within it.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS call_state (
   integrator TEXT NOT NULL, call_id TEXT NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL,
-  PRIMARY KEY (integrator, call_id));
+  PRIMARY KEY (integrator, call_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
   integrator TEXT PRIMARY KEY, access_token TEXT NOT NULL, refresh_token TEXT, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, integrator TEXT NOT NULL, hook TEXT NOT NULL,
+  seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, integrator TEXT NOT NULL, hook TEXT NOT NULL,
   call_id TEXT, payload TEXT NOT NULL, idempotency_key TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL,
   next_attempt_at INTEGER NOT NULL, last_error TEXT, result TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS deliveries_idem ON deliveries (integrator, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (seq) WHERE status = 'dead';
+DROP INDEX IF EXISTS deliveries_due;
 ";
 
 impl SqliteStorage {
@@ -128,12 +164,15 @@ impl SqliteStorage {
 
     fn start(reader: Arc<Mutex<Connection>>, writer: Arc<Mutex<Connection>>) -> SqliteStorage {
         let (tx, rx) = mpsc::channel();
+        let unsaved = Arc::new(Unsaved::default());
+        let u = unsaved.clone();
         // The thread ends when the storage is dropped, after committing what was queued.
-        let spawned = std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || write_loop(&writer, &rx));
+        let spawned =
+            std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || write_loop(&writer, &rx, &u));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the storage writer thread; writes will fail");
         }
-        SqliteStorage { reader, writes: tx }
+        SqliteStorage { reader, writes: tx, unsaved }
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StorageError> {
@@ -178,7 +217,7 @@ fn fail(w: Write, e: &StorageError) {
 /// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs them in one
 /// transaction, commits, then resolves their acks. A write that fails alone (a constraint)
 /// fails alone; a failed commit fails the whole batch, and nothing of it is acknowledged.
-fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>) {
+fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>, unsaved: &Unsaved) {
     let mut last_checkpoint = Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -188,8 +227,17 @@ fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
+        let written: Vec<((String, String), u64)> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::SaveCall { integrator, call_id, version, .. } => {
+                    Some(((integrator.clone(), call_id.clone()), *version))
+                }
+                _ => None,
+            })
+            .collect();
         let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        commit_batch(&conn, batch);
+        commit_batch(&conn, batch, &|| unsaved.settle(&written));
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             checkpoint(&conn);
             last_checkpoint = Instant::now();
@@ -211,10 +259,12 @@ fn checkpoint(conn: &Connection) {
     }
 }
 
-fn commit_batch(conn: &Connection, batch: Vec<Write>) {
+/// `settle` runs before any ack of the batch resolves.
+fn commit_batch(conn: &Connection, batch: Vec<Write>, settle: &dyn Fn()) {
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         let e = StorageError::from(e);
         tracing::error!(error = %e, writes = batch.len(), "storage: cannot begin a transaction");
+        settle();
         batch.into_iter().for_each(|w| fail(w, &e));
         return;
     }
@@ -226,6 +276,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Write>) {
             let e = StorageError::Db("the transaction was rolled back by an earlier error".into());
             done = done.into_iter().map(|o| o.fail(&e)).collect();
             done.push(out);
+            settle();
             done.into_iter().for_each(Outcome::send);
             done = Vec::new();
             if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
@@ -242,6 +293,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Write>) {
         let _ = run(conn, "ROLLBACK");
         done = done.into_iter().map(|o| o.fail(&e)).collect();
     }
+    settle();
     done.into_iter().for_each(Outcome::send);
 }
 
@@ -254,7 +306,7 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn apply(c: &Connection, w: Write) -> Outcome {
     let unit = |r: rusqlite::Result<usize>| r.map(|_| ()).map_err(StorageError::from);
     match w {
-        Write::SaveCall { integrator, call_id, state, now_ms, done } => {
+        Write::SaveCall { integrator, call_id, state, now_ms, done, .. } => {
             let r = c
                 .prepare_cached(
                     "INSERT INTO call_state (integrator, call_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -394,6 +446,14 @@ fn delivery_from_row(r: &Row) -> rusqlite::Result<Delivery> {
 
 impl Storage for SqliteStorage {
     fn load_call(&self, integrator: &str, call_id: &str) -> Result<Option<CallState>, StorageError> {
+        {
+            let states = self.unsaved.states.lock().unwrap_or_else(|p| p.into_inner());
+            if !states.is_empty()
+                && let Some((_, st)) = states.get(&(integrator.to_string(), call_id.to_string()))
+            {
+                return Ok(Some(st.clone()));
+            }
+        }
         let s: Option<String> = self.with(|c| {
             c.prepare_cached("SELECT state FROM call_state WHERE integrator = ?1 AND call_id = ?2")?
                 .query_row(params![integrator, call_id], |r| r.get(0))
@@ -403,14 +463,21 @@ impl Storage for SqliteStorage {
     }
 
     fn save_call(&self, integrator: &str, call_id: &str, state: &CallState) -> Ack<()> {
+        let state_value = state;
         let state = match serde_json::to_string(state) {
             Ok(s) => s,
             Err(e) => return Ack::ready(Err(StorageError::Corrupt(e.to_string()))),
         };
+        // Visible to reads from now on; queued under the same lock, so versions and the
+        // writer's order agree.
+        let mut states = self.unsaved.states.lock().unwrap_or_else(|p| p.into_inner());
+        let version = self.unsaved.version.fetch_add(1, Ordering::Relaxed);
+        states.insert((integrator.to_string(), call_id.to_string()), (version, state_value.clone()));
         self.queue(|done| Write::SaveCall {
             integrator: integrator.to_string(),
             call_id: call_id.to_string(),
             state,
+            version,
             now_ms: now_ms(),
             done,
         })
@@ -482,10 +549,13 @@ impl Storage for SqliteStorage {
     }
 
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError> {
-        self.with(|c| {
-            c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE status = ?1")?
-                .query_row(params![status.as_str()], |r| r.get(0))
-        })
+        // Literal statuses, so the partial indexes serve pending and dead (delivered: a scan).
+        let sql = match status {
+            DeliveryStatus::Pending => "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+            DeliveryStatus::Dead => "SELECT COUNT(*) FROM deliveries WHERE status = 'dead'",
+            DeliveryStatus::Delivered => "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'",
+        };
+        self.with(|c| c.prepare_cached(sql)?.query_row([], |r| r.get(0)))
     }
 }
 
@@ -566,10 +636,31 @@ mod tests {
     }
 
     #[test]
+    fn a_save_is_read_back_before_its_commit_and_then_leaves_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut acks = Vec::new();
+        for n in 0..50 {
+            let mut st = CallState::default();
+            st.results.insert("n".into(), json!(n));
+            acks.push(s.save_call("i", "c", &st));
+            // Read your writes, committed or not: never an older version.
+            assert_eq!(s.load_call("i", "c").unwrap().unwrap().results["n"], json!(n));
+        }
+        acks.into_iter().for_each(|a| a.wait().unwrap());
+        assert!(s.unsaved.states.lock().unwrap().is_empty(), "committed saves leave the overlay");
+        assert_eq!(s.load_call("i", "c").unwrap().unwrap().results["n"], json!(49));
+    }
+
+    #[test]
     fn writes_after_the_writer_stopped_fail_instead_of_hanging() {
         let (tx, rx) = mpsc::channel::<Write>();
         drop(rx);
-        let s = SqliteStorage { reader: Arc::new(Mutex::new(Connection::open_in_memory().unwrap())), writes: tx };
+        let s = SqliteStorage {
+            reader: Arc::new(Mutex::new(Connection::open_in_memory().unwrap())),
+            writes: tx,
+            unsaved: Arc::default(),
+        };
         assert!(matches!(s.save_call("i", "c", &CallState::default()).wait(), Err(StorageError::Closed)));
     }
 
