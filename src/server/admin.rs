@@ -1,5 +1,6 @@
-//! `callbridge deliveries list|show|retry`: inspect the outbox and replay dead deliveries
-//! offline — the server need not run; a retry delivers in this process with the engine.
+//! `callbridge deliveries list|show|retry|prune`: inspect the outbox, replay dead deliveries
+//! and remove old records offline — the server need not run; a retry delivers in this process
+//! with the engine.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -57,6 +58,13 @@ pub enum DeliveriesCmd {
         #[arg(long, default_value_t = 8)]
         max_attempts: u32,
     },
+    /// Remove delivered deliveries and call states older than a period, as `serve --retention`
+    /// does on its own; pending and dead deliveries are kept.
+    Prune {
+        /// e.g. `30d`, `12h`.
+        #[arg(long, value_parser = super::options::parse_duration)]
+        older_than: Duration,
+    },
 }
 
 /// A delivery state on the command line.
@@ -102,6 +110,7 @@ pub fn run(cmd: &DeliveriesCmd, config: &Path, state_file: &Path, output: Output
             };
             retry(store.clone(), cat, &ids, *max_attempts, output)
         }),
+        DeliveriesCmd::Prune { older_than } => prune(store.as_ref(), *older_than, output),
     };
     match result {
         Ok(code) => code,
@@ -251,6 +260,22 @@ fn retry(store: Arc<dyn Storage>, cat: Catalog, ids: &[String], max_attempts: u3
         println!("{}", Value::Array(report));
     }
     Ok(code)
+}
+
+fn prune(store: &dyn Storage, older_than: Duration, output: Output) -> CmdResult {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let before = now_ms() - older_than.as_millis() as i64;
+    let p = rt.block_on(crate::storage::retention::prune_before(store, before))?;
+    match output {
+        Output::Json => println!("{}", json!({"deliveries": p.deliveries, "calls": p.calls, "before": rfc3339(before)})),
+        Output::Text => println!(
+            "removed {} delivered deliveries and {} call states older than {}",
+            p.deliveries,
+            p.calls,
+            rfc3339(before)
+        ),
+    }
+    Ok(exit::OK)
 }
 
 fn describe(d: &Delivery, r: &Redactor) -> String {

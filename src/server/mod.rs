@@ -165,6 +165,9 @@ pub async fn serve(config: PathBuf, state_file: PathBuf, opts: ServeArgs) -> Res
     let resumed =
         state.outbox.load_pending().map_err(|source| ServeError::Storage { file: state_file.clone(), source })?;
     state.outbox.spawn_poller(opts.poll_interval);
+    if !opts.retention.is_zero() {
+        crate::storage::retention::spawn(state.engine.store.clone(), opts.retention, opts.prune_interval);
+    }
     reload::spawn(state.catalog.clone(), !opts.no_watch, opts.reload_debounce);
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%addr, config = %config.display(), state = %state_file.display(), resumed, "callbridge serving");

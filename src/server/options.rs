@@ -1,5 +1,5 @@
 //! The options of `callbridge serve`: where to listen, how deliveries are retried, and the
-//! limits every request runs under. Durations read as `250ms`, `10s`, `5m` or `1h`.
+//! limits every request runs under. Durations read as `250ms`, `10s`, `5m`, `1h` or `30d`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -51,9 +51,16 @@ pub struct ServeArgs {
     /// Do not watch the configuration folder (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
+    /// Delivered deliveries and call states older than this are removed (checked every
+    /// `--prune-interval`); pending and dead deliveries are kept. `0` keeps everything.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How often retention runs.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub prune_interval: Duration,
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h` (a bare number is seconds).
+/// Parses `250ms`, `10s`, `5m`, `1h`, `30d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -64,8 +71,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n.saturating_mul(1000),
         "m" => n.saturating_mul(60_000),
         "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
         _ => {
-            return Err(format!("'{s}': unknown unit '{unit}' (expected ms, s, m or h)"));
+            return Err(format!("'{s}': unknown unit '{unit}' (expected ms, s, m, h or d)"));
         }
     };
     Ok(Duration::from_millis(ms))
@@ -81,6 +89,7 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
     }

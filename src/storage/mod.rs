@@ -1,6 +1,7 @@
 //! Storage: call state, the token cache and the delivery outbox, behind one trait so that a
 //! networked database can replace the embedded SQLite default.
 
+pub mod retention;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +149,21 @@ pub enum Inserted {
     Duplicate(Delivery),
 }
 
+/// What one round of [`Storage::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// Delivered deliveries removed.
+    pub deliveries: u64,
+    /// Call states removed.
+    pub calls: u64,
+    /// Call states looked at (the round's share of the pass over all of them).
+    pub calls_scanned: u64,
+    /// The round removed as many deliveries as it was allowed to: there may be more.
+    pub more_deliveries: bool,
+    /// The round ended a pass over the call states (the next round starts a new one).
+    pub calls_pass_done: bool,
+}
+
 /// A change of a delivery's state after an attempt.
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
@@ -187,6 +203,12 @@ pub trait Storage: Send + Sync + 'static {
     fn update_delivery(&self, id: &str, u: &DeliveryUpdate) -> Ack<()>;
     /// Counts by status (for metrics and readiness).
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError>;
+
+    /// One bounded round of retention: removes up to `limit` *delivered* deliveries created
+    /// before `before_ms`, and looks at the next `limit` call states (continuing the previous
+    /// round's pass over them), removing those not saved since `before_ms`. Pending and dead
+    /// deliveries are never removed. Rounds are small so that other writes go on between them.
+    fn prune(&self, before_ms: i64, limit: usize) -> Ack<Pruned>;
 }
 
 /// Unix milliseconds now.

@@ -84,12 +84,18 @@ enum Write {
         result: Option<String>,
         done: oneshot::Sender<Result<(), StorageError>>,
     },
+    Prune {
+        before_ms: i64,
+        limit: usize,
+        done: oneshot::Sender<Result<Pruned, StorageError>>,
+    },
 }
 
 /// A write's outcome, kept until its transaction commits.
 enum Outcome {
     Unit(oneshot::Sender<Result<(), StorageError>>, Result<(), StorageError>),
     Inserted(oneshot::Sender<Result<Inserted, StorageError>>, Box<Result<Inserted, StorageError>>),
+    Pruned(oneshot::Sender<Result<Pruned, StorageError>>, Result<Pruned, StorageError>),
 }
 
 impl Outcome {
@@ -97,6 +103,7 @@ impl Outcome {
         match self {
             Outcome::Unit(_, r) => r.is_ok(),
             Outcome::Inserted(_, r) => r.as_ref().is_ok(),
+            Outcome::Pruned(_, r) => r.is_ok(),
         }
     }
     /// Replaces a success by `e` (its transaction did not commit).
@@ -104,6 +111,7 @@ impl Outcome {
         match self {
             Outcome::Unit(tx, Ok(_)) => Outcome::Unit(tx, Err(e.clone())),
             Outcome::Inserted(tx, r) if r.is_ok() => Outcome::Inserted(tx, Box::new(Err(e.clone()))),
+            Outcome::Pruned(tx, Ok(_)) => Outcome::Pruned(tx, Err(e.clone())),
             other => other,
         }
     }
@@ -114,6 +122,9 @@ impl Outcome {
             }
             Outcome::Inserted(tx, r) => {
                 let _ = tx.send(*r);
+            }
+            Outcome::Pruned(tx, r) => {
+                let _ = tx.send(r);
             }
         }
     }
@@ -210,6 +221,7 @@ fn fail(w: Write, e: &StorageError) {
         | Write::DeleteToken { done, .. }
         | Write::UpdateDelivery { done, .. } => Outcome::Unit(done, Err(e.clone())),
         Write::InsertDelivery { done, .. } => Outcome::Inserted(done, Box::new(Err(e.clone()))),
+        Write::Prune { done, .. } => Outcome::Pruned(done, Err(e.clone())),
     };
     out.send();
 }
@@ -219,6 +231,8 @@ fn fail(w: Write, e: &StorageError) {
 /// fails alone; a failed commit fails the whole batch, and nothing of it is acknowledged.
 fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>, unsaved: &Unsaved) {
     let mut last_checkpoint = Instant::now();
+    // Where the pass of `prune` over the call states has got to.
+    let mut cursor = PruneCursor::default();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -237,7 +251,7 @@ fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>, unsaved: &Un
             })
             .collect();
         let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        commit_batch(&conn, batch, &|| unsaved.settle(&written));
+        commit_batch(&conn, batch, &mut cursor, &|| unsaved.settle(&written));
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             checkpoint(&conn);
             last_checkpoint = Instant::now();
@@ -260,7 +274,7 @@ fn checkpoint(conn: &Connection) {
 }
 
 /// `settle` runs before any ack of the batch resolves.
-fn commit_batch(conn: &Connection, batch: Vec<Write>, settle: &dyn Fn()) {
+fn commit_batch(conn: &Connection, batch: Vec<Write>, cursor: &mut PruneCursor, settle: &dyn Fn()) {
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         let e = StorageError::from(e);
         tracing::error!(error = %e, writes = batch.len(), "storage: cannot begin a transaction");
@@ -270,7 +284,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Write>, settle: &dyn Fn()) {
     }
     let mut done: Vec<Outcome> = Vec::with_capacity(batch.len());
     for w in batch {
-        let out = apply(conn, w);
+        let out = apply(conn, w, cursor);
         if !out.ok() && conn.is_autocommit() {
             // The error rolled the transaction back: what ran before it is lost too.
             let e = StorageError::Db("the transaction was rolled back by an earlier error".into());
@@ -302,8 +316,57 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// The last call state (integrator, call id) a prune round looked at.
+#[derive(Default)]
+struct PruneCursor(Option<(String, String)>);
+
+/// One round of retention (see [`Storage::prune`]), inside the writer's transaction.
+fn prune(c: &Connection, before_ms: i64, limit: usize, cursor: &mut PruneCursor) -> rusqlite::Result<Pruned> {
+    let limit = limit.max(1) as i64;
+    // Deliveries: seq grows with time, so every delivery created before the cutoff has a seq
+    // below the first one created after it. Old rows left in place (pending, dead) are few,
+    // so finding that boundary scans little.
+    let boundary: i64 = c
+        .prepare_cached("SELECT seq FROM deliveries WHERE created_at >= ?1 ORDER BY seq LIMIT 1")?
+        .query_row(params![before_ms], |r| r.get(0))
+        .optional()?
+        .unwrap_or(i64::MAX);
+    let deliveries = c
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE seq IN
+               (SELECT seq FROM deliveries WHERE seq < ?1 AND status = 'delivered' ORDER BY seq LIMIT ?2)",
+        )?
+        .execute(params![boundary, limit])? as u64;
+    // Call states: the next `limit` in key order after the cursor; the old ones among them go.
+    let (ci, cc) = cursor.0.clone().unwrap_or_default();
+    let rows: Vec<(String, String, i64)> = c
+        .prepare_cached(
+            "SELECT integrator, call_id, updated_at FROM call_state WHERE (integrator, call_id) > (?1, ?2)
+             ORDER BY integrator, call_id LIMIT ?3",
+        )?
+        .query_map(params![ci, cc, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut calls = 0;
+    {
+        let mut del = c.prepare_cached("DELETE FROM call_state WHERE integrator = ?1 AND call_id = ?2")?;
+        for (i, id, _) in rows.iter().filter(|(_, _, at)| *at < before_ms) {
+            calls += del.execute(params![i, id])? as u64;
+        }
+    }
+    let scanned = rows.len() as u64;
+    let pass_done = (scanned as i64) < limit;
+    cursor.0 = if pass_done { None } else { rows.last().map(|(i, id, _)| (i.clone(), id.clone())) };
+    Ok(Pruned {
+        deliveries,
+        calls,
+        calls_scanned: scanned,
+        more_deliveries: deliveries as i64 >= limit,
+        calls_pass_done: pass_done,
+    })
+}
+
 /// Runs one write inside the writer's transaction.
-fn apply(c: &Connection, w: Write) -> Outcome {
+fn apply(c: &Connection, w: Write, cursor: &mut PruneCursor) -> Outcome {
     let unit = |r: rusqlite::Result<usize>| r.map(|_| ()).map_err(StorageError::from);
     match w {
         Write::SaveCall { integrator, call_id, state, now_ms, done, .. } => {
@@ -331,6 +394,7 @@ fn apply(c: &Connection, w: Write) -> Outcome {
                 .and_then(|mut st| st.execute(params![integrator]));
             Outcome::Unit(done, unit(r))
         }
+        Write::Prune { before_ms, limit, done } => Outcome::Pruned(done, prune(c, before_ms, limit, cursor).map_err(Into::into)),
         Write::InsertDelivery { new, payload, done } => {
             Outcome::Inserted(done, Box::new(insert_delivery(c, new, payload)))
         }
@@ -548,6 +612,10 @@ impl Storage for SqliteStorage {
         self.queue(|done| Write::UpdateDelivery { id: id.to_string(), update: u.clone(), result, done })
     }
 
+    fn prune(&self, before_ms: i64, limit: usize) -> Ack<Pruned> {
+        self.queue(|done| Write::Prune { before_ms, limit, done })
+    }
+
     fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64, StorageError> {
         // Literal statuses, so the partial indexes serve pending and dead (delivered: a scan).
         let sql = match status {
@@ -650,6 +718,52 @@ mod tests {
         acks.into_iter().for_each(|a| a.wait().unwrap());
         assert!(s.unsaved.states.lock().unwrap().is_empty(), "committed saves leave the overlay");
         assert_eq!(s.load_call("i", "c").unwrap().unwrap().results["n"], json!(49));
+    }
+
+    #[test]
+    fn prune_removes_old_delivered_deliveries_and_old_call_states_only() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let at = |id: &str, ms: i64, status: DeliveryStatus| {
+            let mut d = new_delivery(id, None);
+            d.now_ms = ms;
+            s.insert_delivery(d).wait().unwrap();
+            let u = DeliveryUpdate {
+                status,
+                attempts: 1,
+                next_attempt_at_ms: ms,
+                last_error: None,
+                result: None,
+                now_ms: ms,
+            };
+            s.update_delivery(id, &u).wait().unwrap();
+        };
+        for n in 0..5 {
+            at(&format!("old-{n}"), 100 + n, DeliveryStatus::Delivered);
+        }
+        at("old-pending", 110, DeliveryStatus::Pending);
+        at("old-dead", 120, DeliveryStatus::Dead);
+        at("new", 5_000, DeliveryStatus::Delivered);
+        for c in ["a", "b", "c", "d", "e"] {
+            s.save_call("i", c, &CallState::default()).wait().unwrap();
+        }
+        s.with(|c| c.execute("UPDATE call_state SET updated_at = 50 WHERE call_id IN ('a', 'c', 'e')")).unwrap();
+
+        // Rounds of 2: deliveries 2 + 2 + 1; call states looked at 2 + 2 + 1 (the pass ends).
+        let r1 = s.prune(1_000, 2).wait().unwrap();
+        assert_eq!((r1.deliveries, r1.more_deliveries, r1.calls_scanned, r1.calls_pass_done), (2, true, 2, false));
+        let r2 = s.prune(1_000, 2).wait().unwrap();
+        let r3 = s.prune(1_000, 2).wait().unwrap();
+        assert_eq!((r3.deliveries, r3.more_deliveries, r3.calls_scanned, r3.calls_pass_done), (1, false, 1, true));
+        assert_eq!(r1.calls + r2.calls + r3.calls, 3);
+        for id in ["old-pending", "old-dead", "new"] {
+            assert!(s.get_delivery(id).unwrap().is_some(), "{id} is kept");
+        }
+        assert!(s.get_delivery("old-0").unwrap().is_none() && s.get_delivery("old-4").unwrap().is_none());
+        let kept: Vec<bool> = ["a", "b", "c", "d", "e"].iter().map(|c| s.load_call("i", c).unwrap().is_some()).collect();
+        assert_eq!(kept, [false, true, false, true, false]);
+        // Nothing old is left: a new pass removes nothing.
+        let r4 = s.prune(1_000, 10).wait().unwrap();
+        assert_eq!((r4.deliveries, r4.calls, r4.calls_pass_done), (0, 0, true));
     }
 
     #[test]
