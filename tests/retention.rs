@@ -46,7 +46,8 @@ fn listed(s: &Server) -> Vec<(String, String)> {
 
 async fn log_calls(s: &Server, calls: &[&str]) {
     for c in calls {
-        let (status, _, body) = post_hook(s, "desk-a", "savePreLogCRM", "key-a-1", &json!({"call_id": c, "phone": "+1"}), &[]).await;
+        let (status, _, body) =
+            post_hook(s, "desk-a", "savePreLogCRM", "key-a-1", &json!({"call_id": c, "phone": "+1"}), &[]).await;
         assert!(status == 200 || status == 502, "{status} {body}");
     }
 }
@@ -59,7 +60,10 @@ async fn serve_removes_what_is_older_than_its_retention_and_keeps_dead_deliverie
     log_calls(&s, &["c1", "c2", "refused"]).await;
     let mut all = listed(&s);
     all.sort();
-    assert_eq!(all, [("c1".into(), "delivered".into()), ("c2".into(), "delivered".into()), ("refused".into(), "dead".into())]);
+    assert_eq!(
+        all,
+        [("c1".into(), "delivered".into()), ("c2".into(), "delivered".into()), ("refused".into(), "dead".into())]
+    );
     let state = |call: &str| SqliteStorage::open(&s.state).unwrap().load_call("desk-a", call).unwrap();
     assert!(state("c1").is_some(), "the call state is there at first");
 

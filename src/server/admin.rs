@@ -267,7 +267,9 @@ fn prune(store: &dyn Storage, older_than: Duration, output: Output) -> CmdResult
     let before = now_ms() - older_than.as_millis() as i64;
     let p = rt.block_on(crate::storage::retention::prune_before(store, before))?;
     match output {
-        Output::Json => println!("{}", json!({"deliveries": p.deliveries, "calls": p.calls, "before": rfc3339(before)})),
+        Output::Json => {
+            println!("{}", json!({"deliveries": p.deliveries, "calls": p.calls, "before": rfc3339(before)}))
+        }
         Output::Text => println!(
             "removed {} delivered deliveries and {} call states older than {}",
             p.deliveries,

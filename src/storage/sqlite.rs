@@ -394,7 +394,9 @@ fn apply(c: &Connection, w: Write, cursor: &mut PruneCursor) -> Outcome {
                 .and_then(|mut st| st.execute(params![integrator]));
             Outcome::Unit(done, unit(r))
         }
-        Write::Prune { before_ms, limit, done } => Outcome::Pruned(done, prune(c, before_ms, limit, cursor).map_err(Into::into)),
+        Write::Prune { before_ms, limit, done } => {
+            Outcome::Pruned(done, prune(c, before_ms, limit, cursor).map_err(Into::into))
+        }
         Write::InsertDelivery { new, payload, done } => {
             Outcome::Inserted(done, Box::new(insert_delivery(c, new, payload)))
         }
@@ -746,7 +748,7 @@ mod tests {
         for c in ["a", "b", "c", "d", "e"] {
             s.save_call("i", c, &CallState::default()).wait().unwrap();
         }
-        s.with(|c| c.execute("UPDATE call_state SET updated_at = 50 WHERE call_id IN ('a', 'c', 'e')")).unwrap();
+        s.with(|c| c.execute("UPDATE call_state SET updated_at = 50 WHERE call_id IN ('a', 'c', 'e')", [])).unwrap();
 
         // Rounds of 2: deliveries 2 + 2 + 1; call states looked at 2 + 2 + 1 (the pass ends).
         let r1 = s.prune(1_000, 2).wait().unwrap();
@@ -759,7 +761,8 @@ mod tests {
             assert!(s.get_delivery(id).unwrap().is_some(), "{id} is kept");
         }
         assert!(s.get_delivery("old-0").unwrap().is_none() && s.get_delivery("old-4").unwrap().is_none());
-        let kept: Vec<bool> = ["a", "b", "c", "d", "e"].iter().map(|c| s.load_call("i", c).unwrap().is_some()).collect();
+        let kept: Vec<bool> =
+            ["a", "b", "c", "d", "e"].iter().map(|c| s.load_call("i", c).unwrap().is_some()).collect();
         assert_eq!(kept, [false, true, false, true, false]);
         // Nothing old is left: a new pass removes nothing.
         let r4 = s.prune(1_000, 10).wait().unwrap();
