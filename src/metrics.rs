@@ -25,14 +25,25 @@ pub struct Metrics {
     histograms: Mutex<BTreeMap<Key, Histogram>>,
 }
 
+/// `k1="v1",k2="v2"`, values escaped as Prometheus wants; one allocation (this runs several
+/// times per request).
 fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let _ = write!(s, "{k}=\"{v}\"");
+        s.push_str(k);
+        s.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
     }
     s
 }
@@ -128,5 +139,10 @@ mod tests {
         );
         assert!(text.contains("callbridge_crm_request_seconds_bucket{integrator=\"a\",le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("callbridge_crm_request_seconds_bucket{integrator=\"a\",le=\"0.001\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[("a", "x"), ("b", "q\"b\\s\nn")]), r#"a="x",b="q\"b\\s\nn""#);
     }
 }
