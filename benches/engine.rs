@@ -11,6 +11,11 @@ use callbridge::resolve::{CallState, Scope, resolve};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
+// The allocator the `callbridge` binary ships with (src/main.rs), so that these numbers are
+// the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One integration whose `log_call` endpoint has headers, a query, a JSON body with 20
 /// templated fields and one md5 parameter.
 fn write_tree(dir: &Path, integrators: usize) {
