@@ -538,15 +538,23 @@ impl Storage for SqliteStorage {
         // writer's order agree.
         let mut states = self.unsaved.states.lock().unwrap_or_else(|p| p.into_inner());
         let version = self.unsaved.version.fetch_add(1, Ordering::Relaxed);
-        states.insert((integrator.to_string(), call_id.to_string()), (version, state_value.clone()));
-        self.queue(|done| Write::SaveCall {
-            integrator: integrator.to_string(),
-            call_id: call_id.to_string(),
+        let key = (integrator.to_string(), call_id.to_string());
+        states.insert(key.clone(), (version, state_value.clone()));
+        let (done, ack) = Ack::channel();
+        let w = Write::SaveCall {
+            integrator: key.0.clone(),
+            call_id: key.1.clone(),
             state,
             version,
             now_ms: now_ms(),
             done,
-        })
+        };
+        if let Err(mpsc::SendError(w)) = self.writes.send(w) {
+            // No writer: the save fails, and reads must not see it.
+            states.remove(&key);
+            fail(w, &StorageError::Closed);
+        }
+        ack
     }
 
     fn load_token(&self, integrator: &str) -> Result<Option<StoredToken>, StorageError> {
@@ -779,6 +787,7 @@ mod tests {
             unsaved: Arc::default(),
         };
         assert!(matches!(s.save_call("i", "c", &CallState::default()).wait(), Err(StorageError::Closed)));
+        assert_eq!(s.load_call("i", "c").unwrap_or(None), None, "a failed save is not read back");
     }
 
     #[test]
