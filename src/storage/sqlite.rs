@@ -206,7 +206,8 @@ fn configure(conn: Connection) -> Result<Connection, StorageError> {
     // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Checkpoints (which fsync) run on a background thread, not inside a commit.
+    // No checkpoint inside a commit: the background checkpointer copies the WAL, and the writer
+    // finishes it between transactions (see `write_loop`).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Statements are prepared once and cached: parsing SQL costs more than running it.
     conn.set_prepared_statement_cache_capacity(32);
