@@ -133,7 +133,8 @@ impl Outcome {
 /// Every commit writes each page it changed to the WAL, so the schema keeps the pages a write
 /// hook touches few: call state is one B-tree (WITHOUT ROWID); delivery ids are time-ordered,
 /// so their index grows at its end; `seq` is a plain rowid (no AUTOINCREMENT bookkeeping
-/// table; rows are never deleted, so it only grows); and only pending and dead deliveries are
+/// table: a new row's seq is above every row there is, which is all the per-call order needs);
+/// and only pending and dead deliveries are
 /// indexed by status — a delivered one leaves the index instead of moving within it.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS call_state (
@@ -242,17 +243,8 @@ fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Write>, unsaved: &Un
                 Err(_) => break,
             }
         }
-        let written: Vec<((String, String), u64)> = batch
-            .iter()
-            .filter_map(|w| match w {
-                Write::SaveCall { integrator, call_id, version, .. } => {
-                    Some(((integrator.clone(), call_id.clone()), *version))
-                }
-                _ => None,
-            })
-            .collect();
         let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        commit_batch(&conn, batch, &mut cursor, &|| unsaved.settle(&written));
+        commit_batch(&conn, batch, &mut cursor, unsaved);
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             checkpoint(&conn);
             last_checkpoint = Instant::now();
@@ -274,24 +266,32 @@ fn checkpoint(conn: &Connection) {
     }
 }
 
-/// `settle` runs before any ack of the batch resolves.
-fn commit_batch(conn: &Connection, batch: Vec<Write>, cursor: &mut PruneCursor, settle: &dyn Fn()) {
+/// The call states the batch saved leave `unsaved` before any ack of the batch resolves.
+fn commit_batch(conn: &Connection, batch: Vec<Write>, cursor: &mut PruneCursor, unsaved: &Unsaved) {
+    // (integrator, call id) and version of each call state saved, for `unsaved`.
+    let mut written: Vec<((String, String), u64)> = Vec::new();
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         let e = StorageError::from(e);
         tracing::error!(error = %e, writes = batch.len(), "storage: cannot begin a transaction");
-        settle();
+        for w in &batch {
+            if let Write::SaveCall { integrator, call_id, version, .. } = w {
+                written.push(((integrator.clone(), call_id.clone()), *version));
+            }
+        }
+        unsaved.settle(&written);
         batch.into_iter().for_each(|w| fail(w, &e));
         return;
     }
+    let settle = |written: &[((String, String), u64)]| unsaved.settle(written);
     let mut done: Vec<Outcome> = Vec::with_capacity(batch.len());
     for w in batch {
-        let out = apply(conn, w, cursor);
+        let out = apply(conn, w, cursor, &mut written);
         if !out.ok() && conn.is_autocommit() {
             // The error rolled the transaction back: what ran before it is lost too.
             let e = StorageError::Db("the transaction was rolled back by an earlier error".into());
             done = done.into_iter().map(|o| o.fail(&e)).collect();
             done.push(out);
-            settle();
+            settle(&written);
             done.into_iter().for_each(Outcome::send);
             done = Vec::new();
             if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
@@ -308,7 +308,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Write>, cursor: &mut PruneCursor, 
         let _ = run(conn, "ROLLBACK");
         done = done.into_iter().map(|o| o.fail(&e)).collect();
     }
-    settle();
+    settle(&written);
     done.into_iter().for_each(Outcome::send);
 }
 
@@ -366,17 +366,19 @@ fn prune(c: &Connection, before_ms: i64, limit: usize, cursor: &mut PruneCursor)
     })
 }
 
-/// Runs one write inside the writer's transaction.
-fn apply(c: &Connection, w: Write, cursor: &mut PruneCursor) -> Outcome {
+/// Runs one write inside the writer's transaction; a call-state save records its key and
+/// version in `written`.
+fn apply(c: &Connection, w: Write, cursor: &mut PruneCursor, written: &mut Vec<((String, String), u64)>) -> Outcome {
     let unit = |r: rusqlite::Result<usize>| r.map(|_| ()).map_err(StorageError::from);
     match w {
-        Write::SaveCall { integrator, call_id, state, now_ms, done, .. } => {
+        Write::SaveCall { integrator, call_id, state, version, now_ms, done } => {
             let r = c
                 .prepare_cached(
                     "INSERT INTO call_state (integrator, call_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (integrator, call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                 )
                 .and_then(|mut st| st.execute(params![integrator, call_id, state, now_ms]));
+            written.push(((integrator, call_id), version));
             Outcome::Unit(done, unit(r))
         }
         Write::SaveToken { integrator, token: t, done } => {
